@@ -1,0 +1,220 @@
+import SwitchboardCore
+import Synchronization
+
+/// One shared test suite for every `Broker`: `MemoryBroker` and `RedisBroker` both run
+/// it unchanged (STYLE.md habit 5). Each case gets a fresh broker from the factory.
+public enum BrokerConformance {
+    public typealias Factory = @Sendable (_ historyLimit: Int) async throws -> any Broker
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Case names, for parameterised tests.
+    public static var names: [String] { cases.map(\.0) }
+
+    public static func run(_ name: String, factory: Factory) async throws {
+        guard let body = cases.first(where: { $0.0 == name })?.1 else { throw Failure(description: "no case \(name)") }
+        try await body(factory)
+    }
+
+    static let cases: [(String, @Sendable (Factory) async throws -> Void)] = [
+        ("idsIncreaseAndHistoryReadsAfter", idsIncreaseAndHistoryReadsAfter),
+        ("publishReachesSubscribersOnly", publishReachesSubscribersOnly),
+        ("broadcastIsNotStored", broadcastIsNotStored),
+        ("historyIsBoundedAndReportsGaps", historyIsBoundedAndReportsGaps),
+        ("multiStreamPublishIsPerStream", multiStreamPublishIsPerStream),
+        ("envelopeSurvivesTheTrip", envelopeSurvivesTheTrip),
+        ("presenceCountsDistinctNicknames", presenceCountsDistinctNicknames),
+        ("nicknameClaims", nicknameClaims),
+        ("unsubscribeStopsDelivery", unsubscribeStopsDelivery),
+    ]
+
+    // MARK: helpers
+
+    static func expect(_ condition: Bool, _ message: @autoclosure () -> String, line: Int = #line) throws {
+        if !condition { throw Failure(description: "line \(line): \(message())") }
+    }
+
+    static let lobby = RoomName("lobby")!
+    static let other = RoomName("other")!
+    static let alice = Nickname("alice")!
+    static let bob = Nickname("bob")!
+
+    static func message(_ text: String, room: RoomName = lobby) -> Envelope {
+        Envelope(.message(id: nil, room: room, from: Sender(nickname: alice, avatar: "1.jpg"), text: text, ts: 1))
+    }
+
+    /// Collects broker events.
+    final class Inbox: Sendable {
+        let events = Mutex<[BrokerEvent]>([])
+        var messages: [(StreamKey, MessageID?, Envelope)] {
+            events.withLock {
+                $0.compactMap { if case .message(let s, let i, let e) = $0 { (s, i, e) } else { nil } }
+            }
+        }
+        func wait(count: Int, timeout: Duration = .seconds(5)) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while messages.count < count {
+                guard ContinuousClock.now < deadline else {
+                    throw Failure(description: "expected \(count) messages, got \(messages.count)")
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+    }
+
+    static func started(_ factory: Factory, historyLimit: Int = 100) async throws -> (any Broker, Inbox) {
+        let broker = try await factory(historyLimit)
+        let inbox = Inbox()
+        try await broker.start { event in inbox.events.withLock { $0.append(event) } }
+        return (broker, inbox)
+    }
+
+    // MARK: cases
+
+    static func idsIncreaseAndHistoryReadsAfter(_ factory: Factory) async throws {
+        let (broker, _) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try expect(try await broker.head(of: .room(lobby)) == nil, "empty stream has no head")
+        var ids: [MessageID] = []
+        for index in 0..<5 { ids += try await broker.publish(message("m\(index)"), to: [.room(lobby)]) }
+        try expect(ids == ids.sorted() && Set(ids).count == 5, "ids strictly increase: \(ids)")
+        try expect(try await broker.head(of: .room(lobby)) == ids.last, "head is the newest id")
+        let all = try await broker.history(of: .room(lobby), after: nil, limit: 100)
+        try expect(all.entries.map(\.id) == ids && !all.gap, "history returns every entry in order")
+        let tail = try await broker.history(of: .room(lobby), after: ids[1], limit: 100)
+        try expect(tail.entries.map(\.id) == Array(ids[2...]), "history(after:) is exclusive")
+        let limited = try await broker.history(of: .room(lobby), after: ids[0], limit: 2)
+        try expect(limited.entries.map(\.id) == Array(ids[1...2]), "limit caps the page")
+        try expect(
+            tail.entries.map { if case .message(_, _, _, let t, _) = $0.envelope.event { t } else { "" } } == ["m2", "m3", "m4"],
+            "entries carry their envelopes")
+        let none = try await broker.history(of: .room(other), after: nil, limit: 10)
+        try expect(none.entries.isEmpty && !none.gap, "an unknown stream is empty")
+    }
+
+    static func publishReachesSubscribersOnly(_ factory: Factory) async throws {
+        let (broker, inbox) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try await broker.subscribe(.room(lobby))
+        try await broker.subscribe(.room(lobby))  // idempotent
+        let ids = try await broker.publish(message("hello"), to: [.room(lobby)])
+        _ = try await broker.publish(message("elsewhere", room: other), to: [.room(other)])
+        try await inbox.wait(count: 1)
+        try await Task.sleep(for: .milliseconds(100))
+        let got = inbox.messages
+        try expect(got.count == 1, "exactly one delivery, got \(got.count)")
+        try expect(got[0].0 == .room(lobby) && got[0].1 == ids[0], "delivery carries stream and id")
+    }
+
+    static func broadcastIsNotStored(_ factory: Factory) async throws {
+        let (broker, inbox) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try await broker.subscribe(.room(lobby))
+        try await broker.broadcast(Envelope(.joined(room: lobby, nickname: bob)), to: .room(lobby))
+        try await inbox.wait(count: 1)
+        try expect(inbox.messages[0].1 == nil, "ephemeral events have no id")
+        try expect(inbox.messages[0].2.event == .joined(room: lobby, nickname: bob), "event intact")
+        try expect(try await broker.head(of: .room(lobby)) == nil, "nothing stored")
+    }
+
+    static func historyIsBoundedAndReportsGaps(_ factory: Factory) async throws {
+        let (broker, _) = try await started(factory, historyLimit: 5)
+        defer { Task { await broker.shutdown() } }
+        var ids: [MessageID] = []
+        for index in 0..<12 { ids += try await broker.publish(message("m\(index)"), to: [.room(lobby)]) }
+        let page = try await broker.history(of: .room(lobby), after: nil, limit: 100)
+        try expect(page.entries.count >= 5 && page.entries.count < 12, "history is bounded (kept \(page.entries.count))")
+        try expect(page.entries.last?.id == ids.last, "the newest entries are kept")
+        let old = try await broker.history(of: .room(lobby), after: ids[0], limit: 100)
+        try expect(old.gap, "a cursor before the window reports a gap")
+        let recent = try await broker.history(of: .room(lobby), after: ids[10], limit: 100)
+        try expect(!recent.gap && recent.entries.map(\.id) == [ids[11]], "a cursor inside the window has no gap")
+    }
+
+    static func multiStreamPublishIsPerStream(_ factory: Factory) async throws {
+        let (broker, inbox) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try await broker.subscribe(.user(alice))
+        try await broker.subscribe(.user(bob))
+        let whisper = Envelope(.privateMessage(id: nil, from: Sender(nickname: alice, avatar: ""), to: bob, text: "psst", ts: 2))
+        let ids = try await broker.publish(whisper, to: [.user(bob), .user(alice)])
+        try expect(ids.count == 2, "one id per stream")
+        try await inbox.wait(count: 2)
+        let streams = Set(inbox.messages.map(\.0))
+        try expect(streams == [.user(alice), .user(bob)], "both streams delivered")
+        try expect(try await broker.history(of: .user(bob), after: nil, limit: 10).entries.map(\.id) == [ids[0]], "stored in bob's stream")
+        try expect(try await broker.history(of: .user(alice), after: nil, limit: 10).entries.map(\.id) == [ids[1]], "and alice's")
+    }
+
+    static func envelopeSurvivesTheTrip(_ factory: Factory) async throws {
+        let (broker, inbox) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try await broker.subscribe(.room(lobby))
+        let text = "东东 says \"hi\" </script> \u{2028} \\ \n"
+        let chat = Envelope(
+            .message(id: nil, room: lobby, from: Sender(nickname: Nickname("东东")!, avatar: "2.jpg"), text: text, ts: 42),
+            excludeNickname: Nickname("东东")!, excludeConnection: ConnectionID("abc"))
+        let app = Envelope(.application(id: nil, target: .room(lobby), fields: ["type": .string("message"), "n": .int(3), "x": .array([.null, .bool(true)])]))
+        _ = try await broker.publish(chat, to: [.room(lobby)])
+        _ = try await broker.publish(app, to: [.room(lobby)])
+        try await inbox.wait(count: 2)
+        try expect(inbox.messages[0].2 == chat, "chat envelope intact: \(inbox.messages[0].2)")
+        try expect(inbox.messages[1].2 == app, "application envelope intact: \(inbox.messages[1].2)")
+        let stored = try await broker.history(of: .room(lobby), after: nil, limit: 10).entries.map(\.envelope)
+        try expect(stored == [chat, app], "history holds the same envelopes")
+    }
+
+    static func presenceCountsDistinctNicknames(_ factory: Factory) async throws {
+        let (broker, _) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        let now = unixMilliseconds()
+        try await broker.setPresence(
+            [
+                PresenceEntry(room: lobby, nickname: alice, node: "n1"),
+                PresenceEntry(room: lobby, nickname: alice, node: "n2"),
+                PresenceEntry(room: lobby, nickname: bob, node: "n2"),
+                PresenceEntry(room: other, nickname: bob, node: "n1"),
+            ], expiresAt: now + 60_000)
+        try expect(try await broker.presenceCount(of: lobby, now: now) == 2, "distinct nicknames across nodes")
+        try expect(try await broker.presenceCount(of: other, now: now) == 1, "rooms are separate")
+        try await broker.removePresence([PresenceEntry(room: lobby, nickname: alice, node: "n1")])
+        try expect(try await broker.presenceCount(of: lobby, now: now) == 2, "alice is still there via n2")
+        try await broker.removePresence([PresenceEntry(room: lobby, nickname: alice, node: "n2")])
+        try expect(try await broker.presenceCount(of: lobby, now: now) == 1, "alice gone")
+        try await broker.setPresence([PresenceEntry(room: lobby, nickname: alice, node: "n3")], expiresAt: now + 500)
+        try expect(try await broker.presenceCount(of: lobby, now: now) == 2, "alice back")
+        try expect(try await broker.presenceCount(of: lobby, now: now + 1_000) == 1, "expired entries do not count")
+    }
+
+    static func nicknameClaims(_ factory: Factory) async throws {
+        let (broker, _) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try expect(try await broker.claimNickname(alice, session: "s1", ttlSeconds: 1), "free nickname is claimed")
+        try expect(!(try await broker.claimNickname(alice, session: "s2", ttlSeconds: 30)), "held nickname is refused")
+        try expect(try await broker.claimNickname(alice, session: "s1", ttlSeconds: 1), "the holder refreshes")
+        try expect(try await broker.nicknameHolder(alice) == "s1", "holder is s1")
+        try await broker.releaseNickname(alice, session: "s2")
+        try expect(try await broker.nicknameHolder(alice) == "s1", "only the holder releases")
+        try await broker.releaseNickname(alice, session: "s1")
+        try expect(try await broker.nicknameHolder(alice) == nil, "released")
+        try expect(try await broker.claimNickname(bob, session: "s3", ttlSeconds: 1), "bob claimed")
+        try await Task.sleep(for: .milliseconds(2100))
+        try expect(try await broker.nicknameHolder(bob) == nil, "a claim expires")
+        try expect(try await broker.claimNickname(bob, session: "s4", ttlSeconds: 5), "an expired claim can be taken")
+    }
+
+    static func unsubscribeStopsDelivery(_ factory: Factory) async throws {
+        let (broker, inbox) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        try await broker.subscribe(.room(lobby))
+        _ = try await broker.publish(message("one"), to: [.room(lobby)])
+        try await inbox.wait(count: 1)
+        try await broker.unsubscribe(.room(lobby))
+        try await Task.sleep(for: .milliseconds(50))
+        _ = try await broker.publish(message("two"), to: [.room(lobby)])
+        try await Task.sleep(for: .milliseconds(200))
+        try expect(inbox.messages.count == 1, "no delivery after unsubscribe")
+    }
+}

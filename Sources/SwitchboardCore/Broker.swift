@@ -1,0 +1,94 @@
+/// What a broker tells its node.
+public enum BrokerEvent: Sendable {
+    /// A message published to a stream this node subscribes to (`id` set when stored).
+    case message(stream: StreamKey, id: MessageID?, envelope: Envelope)
+    /// The connection to the cluster backend was lost: live delivery has stopped.
+    case disconnected
+    /// The backend is back and every subscription is active again. Messages published in
+    /// between are in history: the node reads them (after subscribing) and de-duplicates.
+    case reconnected
+}
+
+/// One page of a stream's history.
+public struct HistoryPage: Sendable, Equatable {
+    /// Entries after the requested id, oldest first.
+    public var entries: [StreamEntry]
+    /// True when entries after the requested id were trimmed from the bounded history, so
+    /// the reader missed some and must be told (`reset`).
+    public var gap: Bool
+
+    public init(entries: [StreamEntry], gap: Bool) {
+        self.entries = entries
+        self.gap = gap
+    }
+}
+
+/// A presence entry: `nickname` is in `room` through node `node`.
+public struct PresenceEntry: Hashable, Sendable {
+    public var room: RoomName
+    public var nickname: Nickname
+    public var node: String
+
+    public init(room: RoomName, nickname: Nickname, node: String) {
+        self.room = room
+        self.nickname = nickname
+        self.node = node
+    }
+}
+
+/// Failures a broker reports; the server maps `unavailable` to `error` events and 503s.
+public struct BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
+    private enum Kind: Equatable { case unavailable, protocolError }
+    private let kind: Kind
+    public let detail: String
+
+    public static func unavailable(_ detail: String) -> BrokerError { .init(kind: .unavailable, detail: detail) }
+    public static func protocolError(_ detail: String) -> BrokerError { .init(kind: .protocolError, detail: detail) }
+
+    public var isUnavailable: Bool { kind == .unavailable }
+    public var description: String { "\(kind): \(detail)" }
+}
+
+/// The cluster backend: publish/subscribe, bounded per-stream history with increasing ids,
+/// presence and nickname claims. `MemoryBroker` serves one node in process;
+/// `RedisBroker` serves a cluster. Both pass `BrokerConformance`.
+public protocol Broker: Sendable {
+    /// Starts delivering `BrokerEvent`s to `handler` (called from the broker's own
+    /// context; it must not block).
+    func start(_ handler: @escaping @Sendable (BrokerEvent) -> Void) async throws
+    /// Stops the broker; later calls fail with `unavailable`.
+    func shutdown() async
+
+    /// True while the backend is reachable.
+    var isReady: Bool { get }
+
+    /// Appends `envelope` to the history of every stream in `streams` and publishes it
+    /// to their subscribers, atomically. Returns each stream's new id, in order.
+    func publish(_ envelope: Envelope, to streams: [StreamKey]) async throws -> [MessageID]
+    /// Publishes without storing (presence, joined/left): subscribers get `id == nil`.
+    func broadcast(_ envelope: Envelope, to stream: StreamKey) async throws
+
+    /// This node wants live messages of `stream`. Idempotent.
+    func subscribe(_ stream: StreamKey) async throws
+    /// Idempotent.
+    func unsubscribe(_ stream: StreamKey) async throws
+
+    /// The newest id of `stream`, or nil when it is empty.
+    func head(of stream: StreamKey) async throws -> MessageID?
+    /// Entries with id > `after` (all retained entries when nil), at most `limit`.
+    func history(of stream: StreamKey, after: MessageID?, limit: Int) async throws -> HistoryPage
+
+    /// Adds or refreshes entries that expire at `expiresAt` (Unix ms) unless refreshed.
+    func setPresence(_ entries: [PresenceEntry], expiresAt: Int64) async throws
+    func removePresence(_ entries: [PresenceEntry]) async throws
+    /// Distinct nicknames with a live entry in `room`, cluster-wide, at `now` (Unix ms).
+    func presenceCount(of room: RoomName, now: Int64) async throws -> Int
+
+    /// Claims `nickname` for `session` for `ttlSeconds`, or refreshes the claim when
+    /// `session` already holds it. False when another live session holds it.
+    func claimNickname(_ nickname: Nickname, session: String, ttlSeconds: Int) async throws -> Bool
+    /// Releases the claim if `session` holds it.
+    func releaseNickname(_ nickname: Nickname, session: String) async throws
+    /// The session holding `nickname`, if any.
+    func nicknameHolder(_ nickname: Nickname) async throws -> String?
+}

@@ -1,0 +1,354 @@
+import Logging
+import Synchronization
+
+/// The chat semantics — login, join, say, whisper, presence — on top of Hub + Broker,
+/// identical for every transport. Transports call `open`, `handle` and `close`.
+public final class ChatService: Sendable {
+    public let configuration: ChatConfiguration
+    public let broker: any Broker
+    public let hub: Hub
+    private let signer: TokenSigner
+    private let logger: Logger
+    private let clock: @Sendable () -> Int64
+    let presence: PresenceTracker
+    private let state = Mutex(State())
+
+    struct State {
+        /// Live local connections per nickname, with the session id holding the claim.
+        var identities: [Nickname: (session: String, connections: Int)] = [:]
+        /// The newest id this node saw per stream (to fill gaps after a reconnect).
+        var seen: [StreamKey: MessageID] = [:]
+        /// Streams the node has asked the broker for.
+        var subscribed: Set<StreamKey> = []
+    }
+
+    public init(
+        configuration: ChatConfiguration, broker: any Broker, hub: Hub, signer: TokenSigner, logger: Logger,
+        clock: @escaping @Sendable () -> Int64 = unixMilliseconds
+    ) {
+        self.configuration = configuration
+        self.broker = broker
+        self.hub = hub
+        self.signer = signer
+        self.logger = logger
+        self.clock = clock
+        self.presence = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: clock)
+    }
+
+    public var nodeID: String { configuration.nodeID }
+
+    // MARK: Lifecycle
+
+    /// Connects the broker to the hub. Call once before serving.
+    public func start() async throws {
+        try await broker.start { [weak self] event in self?.brokerEvent(event) }
+    }
+
+    /// Runs presence coalescing, presence and claim refresh until cancelled.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.presence.run() }
+            group.addTask { await self.refreshClaims() }
+        }
+    }
+
+    private func brokerEvent(_ event: BrokerEvent) {
+        switch event {
+        case .message(let stream, let id, let envelope):
+            if let id {
+                state.withLock { state in
+                    if let seen = state.seen[stream], seen >= id { return }
+                    state.seen[stream] = id
+                }
+            }
+            switch envelope.event {
+            case .joined(let room, _), .left(let room, _): presence.markDirty(room)
+            default: break
+            }
+            hub.deliver(envelope.event, stream: stream, id: id, envelope: envelope)
+        case .disconnected:
+            logger.warning("broker connection lost")
+        case .reconnected:
+            logger.info("broker reconnected; filling the gap from history")
+            Task { await self.fillGaps() }
+        }
+    }
+
+    /// After a broker outage: deliver what each local stream missed (connections
+    /// de-duplicate by id), refresh presence and claims.
+    func fillGaps() async {
+        let seen = state.withLock { $0.seen }
+        for stream in hub.streams {
+            do {
+                let page = try await broker.history(of: stream, after: seen[stream], limit: configuration.replayLimit)
+                for entry in page.entries {
+                    brokerEvent(.message(stream: entry.stream, id: entry.id, envelope: entry.envelope))
+                }
+            } catch {
+                logger.warning("history after reconnect failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
+            }
+        }
+        await presence.refresh()
+        await refreshClaimsOnce()
+    }
+
+    // MARK: Login and tokens
+
+    public struct Login: Sendable {
+        public var token: String
+        public var identity: Identity
+    }
+
+    /// `POST /api/login`: validates, claims the nickname cluster-wide, signs a token.
+    public func login(nickname rawNickname: String?, avatar rawAvatar: String?) async -> Result<Login, EventError> {
+        guard let rawNickname, let nickname = Nickname(rawNickname) else {
+            return .failure(EventError(.invalidNickname, "a nickname is 1–32 characters, no control characters, no leading or trailing spaces, no |"))
+        }
+        let avatar = rawAvatar ?? ""
+        guard avatar.utf8.count <= configuration.maxAvatarBytes, avatar.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
+        else {
+            return .failure(EventError(.invalidMessage, "avatar must be at most \(configuration.maxAvatarBytes) bytes of printable text"))
+        }
+        let session = hex64(UInt64.random(in: .min ... .max)) + hex64(UInt64.random(in: .min ... .max))
+        do {
+            guard try await broker.claimNickname(nickname, session: session, ttlSeconds: configuration.nicknameClaimSeconds) else {
+                return .failure(EventError(.nicknameTaken, "the nickname \(nickname) is in use"))
+            }
+        } catch {
+            return .failure(EventError(.unavailable, "the cluster backend is unavailable; try again"))
+        }
+        let now = clock() / 1000
+        let identity = Identity(
+            nickname: nickname, avatar: avatar, session: session, issuedAt: now,
+            expiresAt: now + configuration.tokenLifetimeSeconds)
+        return .success(Login(token: signer.sign(identity), identity: identity))
+    }
+
+    public func authenticate(_ token: String) -> Identity? {
+        signer.verify(token, now: clock() / 1000)
+    }
+
+    // MARK: Sessions
+
+    /// What a transport writes first when a session opens: `welcome`, then any `reset`s,
+    /// then the backlog after the client's cursor (already filtered), then live events.
+    public struct Opened: Sendable {
+        public var session: Session
+        public var welcome: ServerEvent
+        public var resets: [ServerEvent]
+        public var backlog: [StreamEntry]
+        public var cursor: Cursor
+    }
+
+    /// Opens a session: claims (or keeps) the nickname, subscribes to the user stream
+    /// and `rooms`, then reads history after `cursor` — subscribe first, then read, so
+    /// nothing falls in between; the connection de-duplicates by id.
+    public func open(
+        _ identity: Identity, subscriber: any Subscriber, transport: String, rooms: [RoomName], cursor: Cursor?
+    ) async throws(EventError) -> Opened {
+        guard rooms.count <= configuration.maxRoomsPerConnection else {
+            throw EventError(.tooManyRooms, "at most \(configuration.maxRoomsPerConnection) rooms per connection")
+        }
+        do {
+            guard try await broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.nicknameClaimSeconds)
+            else { throw EventError(.nicknameTaken, "the nickname \(identity.nickname) is held by another session") }
+        } catch let error as EventError {
+            throw error
+        } catch {
+            throw EventError(.unavailable, "the cluster backend is unavailable")
+        }
+        let session = Session(identity: identity, subscriber: subscriber, transport: transport, burst: configuration.rateBurst)
+        state.withLock { state in
+            var entry = state.identities[identity.nickname] ?? (identity.session, 0)
+            entry.session = identity.session
+            entry.connections += 1
+            state.identities[identity.nickname] = entry
+        }
+        do {
+            try await attach(subscriber, to: .user(identity.nickname))
+            for room in Set(rooms) { try await join(room, session: session) }
+            var welcomeCursor = Cursor()
+            var backlog: [StreamEntry] = []
+            var resets: [ServerEvent] = []
+            let streams: [StreamKey] = [.user(identity.nickname)] + Set(rooms).sorted().map { .room($0) }
+            for stream in streams {
+                if let after = cursor?[stream] {
+                    welcomeCursor.advance(stream, to: after)
+                    let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
+                    if page.gap {
+                        var room: RoomName?
+                        if case .room(let name) = stream { room = name }
+                        resets.append(.reset(room: room, cursor: ""))
+                    }
+                    backlog += page.entries.filter {
+                        $0.envelope.excludeNickname != identity.nickname
+                            && $0.envelope.excludeConnection != subscriber.connectionID
+                    }
+                } else if let head = try await broker.head(of: stream) {
+                    welcomeCursor.advance(stream, to: head)
+                }
+            }
+            let welcome = ServerEvent.welcome(
+                nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport,
+                cursor: welcomeCursor.description)
+            return Opened(session: session, welcome: welcome, resets: resets, backlog: backlog, cursor: welcomeCursor)
+        } catch {
+            await close(session)
+            if let error = error as? EventError { throw error }
+            throw EventError(.unavailable, "the cluster backend is unavailable")
+        }
+    }
+
+    /// Ends a session: leaves its rooms, drops its subscriptions when it was the last
+    /// local member. Idempotent.
+    public func close(_ session: Session) async {
+        guard let rooms = session.markClosed() else { return }
+        for room in rooms { await detach(session, from: room) }
+        let nickname = session.identity.nickname
+        state.withLock { state in
+            guard var entry = state.identities[nickname] else { return }
+            entry.connections -= 1
+            state.identities[nickname] = entry.connections <= 0 ? nil : entry
+        }
+        if let change = hub.remove(session.subscriber, from: .user(nickname)), change.streamEdge {
+            await unsubscribe(.user(nickname))
+        }
+    }
+
+    // MARK: Client events
+
+    /// Handles one client event; returns the replies for its connection, in order.
+    public func handle(_ event: ClientEvent, from session: Session) async -> [ServerEvent] {
+        guard !session.isClosed else { return [] }
+        guard session.takeToken(rate: configuration.ratePerSecond, burst: configuration.rateBurst) else {
+            return [.error(ref: event.ref, code: .rateLimited, message: "too many events; slow down")]
+        }
+        do {
+            switch event.kind {
+            case .ping:
+                return event.ref == nil ? [.pong] : [.pong, .ack(ref: event.ref, id: nil)]
+            case .join(let room):
+                let head = try await join(room, session: session)
+                let count = try await broker.presenceCount(of: room, now: clock())
+                return [.ack(ref: event.ref, id: head), .presence(room: room, count: count)]
+            case .leave(let room):
+                guard session.rooms.contains(room) else {
+                    return [.error(ref: event.ref, code: .notJoined, message: "not in room \(room)")]
+                }
+                await leave(room, session: session)
+                return [.ack(ref: event.ref, id: nil)]
+            case .say(let room, let text, let echo):
+                guard session.rooms.contains(room) else {
+                    return [.error(ref: event.ref, code: .notJoined, message: "join \(room) before speaking in it")]
+                }
+                let message = ServerEvent.message(id: nil, room: room, from: session.identity.sender, text: text, ts: clock())
+                let envelope = Envelope(message, excludeNickname: echo ? nil : session.identity.nickname)
+                let ids = try await broker.publish(envelope, to: [.room(room)])
+                return [.ack(ref: event.ref, id: ids.first)]
+            case .whisper(let to, let text):
+                guard try await broker.nicknameHolder(to) != nil else {
+                    return [.error(ref: event.ref, code: .userOffline, message: "\(to) is not online")]
+                }
+                let me = session.identity.nickname
+                let message = ServerEvent.privateMessage(id: nil, from: session.identity.sender, to: to, text: text, ts: clock())
+                let envelope = Envelope(message, excludeConnection: session.connectionID)
+                let streams: [StreamKey] = to == me ? [.user(me)] : [.user(to), .user(me)]
+                let ids = try await broker.publish(envelope, to: streams)
+                return [.ack(ref: event.ref, id: ids.last)]
+            }
+        } catch let error as EventError {
+            return [.error(error)]
+        } catch {
+            logger.warning("broker call failed", metadata: ["session.id": "\(session.connectionID)", "error": "\(error)"])
+            return [.error(ref: event.ref, code: .unavailable, message: "the cluster backend is unavailable; not delivered")]
+        }
+    }
+
+    /// Joins `room`; returns the room's newest id (the client's cursor for it).
+    @discardableResult
+    func join(_ room: RoomName, session: Session) async throws -> MessageID? {
+        switch session.insert(room, limit: configuration.maxRoomsPerConnection) {
+        case nil:
+            throw EventError(.tooManyRooms, "at most \(configuration.maxRoomsPerConnection) rooms per connection")
+        case false?:
+            return try await broker.head(of: .room(room))
+        case true?:
+            break
+        }
+        let nickname = session.identity.nickname
+        let change = hub.add(session.subscriber, to: .room(room))
+        if change.streamEdge { try await subscribe(.room(room)) }
+        if change.nicknameEdge {
+            let entry = PresenceEntry(room: room, nickname: nickname, node: nodeID)
+            try await broker.setPresence([entry], expiresAt: clock() + configuration.presenceTTLMilliseconds)
+            try await broker.broadcast(
+                Envelope(.joined(room: room, nickname: nickname), excludeConnection: session.connectionID), to: .room(room))
+        }
+        presence.markDirty(room)
+        return try await broker.head(of: .room(room))
+    }
+
+    func leave(_ room: RoomName, session: Session) async {
+        guard session.remove(room) else { return }
+        await detach(session, from: room)
+    }
+
+    private func detach(_ session: Session, from room: RoomName) async {
+        let nickname = session.identity.nickname
+        guard let change = hub.remove(session.subscriber, from: .room(room)) else { return }
+        if change.nicknameEdge {
+            do {
+                try await broker.removePresence([PresenceEntry(room: room, nickname: nickname, node: nodeID)])
+                try await broker.broadcast(Envelope(.left(room: room, nickname: nickname)), to: .room(room))
+            } catch {
+                logger.debug("presence removal failed; it expires", metadata: ["room": "\(room)", "error": "\(error)"])
+            }
+        }
+        presence.markDirty(room)
+        if change.streamEdge { await unsubscribe(.room(room)) }
+    }
+
+    private func attach(_ subscriber: any Subscriber, to stream: StreamKey) async throws {
+        if hub.add(subscriber, to: stream).streamEdge { try await subscribe(stream) }
+    }
+
+    private func subscribe(_ stream: StreamKey) async throws {
+        try await broker.subscribe(stream)
+        state.withLock { _ = $0.subscribed.insert(stream) }
+    }
+
+    private func unsubscribe(_ stream: StreamKey) async {
+        // A member may have joined again while we were getting here.
+        guard hub.memberCount(of: stream) == 0 else { return }
+        state.withLock { state in
+            state.subscribed.remove(stream)
+            state.seen[stream] = nil
+        }
+        try? await broker.unsubscribe(stream)
+        if hub.memberCount(of: stream) > 0 { try? await broker.subscribe(stream) }
+    }
+
+    // MARK: Claims
+
+    private func refreshClaims() async {
+        let period = Duration.seconds(max(1, configuration.nicknameClaimSeconds / 3))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: period)
+            await refreshClaimsOnce()
+        }
+    }
+
+    private func refreshClaimsOnce() async {
+        let claims = state.withLock { $0.identities.map { ($0.key, $0.value.session) } }
+        for (nickname, session) in claims {
+            do {
+                _ = try await broker.claimNickname(nickname, session: session, ttlSeconds: configuration.nicknameClaimSeconds)
+            } catch {
+                logger.debug("claim refresh failed", metadata: ["nickname": "\(nickname)"])
+            }
+        }
+    }
+
+    /// Local connection count (for `/cluster` and metrics).
+    public var localNicknames: Int { state.withLock { $0.identities.count } }
+}

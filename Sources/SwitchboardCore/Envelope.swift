@@ -1,0 +1,72 @@
+/// What travels through the broker: an event plus who must not receive it.
+/// Stored in history and published as one string (`Envelope.encoded`), decoded once per
+/// node, never per recipient.
+public struct Envelope: Sendable, Equatable {
+    public var event: ServerEvent
+    /// Connections of this nickname do not receive it (`say` with `echo: false`).
+    public var excludeNickname: Nickname?
+    /// This connection does not receive it (the sender of a whisper).
+    public var excludeConnection: ConnectionID?
+
+    public init(_ event: ServerEvent, excludeNickname: Nickname? = nil, excludeConnection: ConnectionID? = nil) {
+        self.event = event
+        self.excludeNickname = excludeNickname
+        self.excludeConnection = excludeConnection
+    }
+
+    /// `1\t<kind>\t<exclude nickname>\t<exclude connection>\t<event JSON>`; kind is `e`
+    /// for a chat event, `a` for an application event (so its `type` is free).
+    public var encoded: [UInt8] {
+        var bytes: [UInt8] = Array("1\t".utf8)
+        if case .application = event { bytes.append(UInt8(ascii: "a")) } else { bytes.append(UInt8(ascii: "e")) }
+        bytes.append(0x09)
+        bytes.append(contentsOf: (excludeNickname?.value ?? "").utf8)
+        bytes.append(0x09)
+        bytes.append(contentsOf: (excludeConnection?.value ?? "").utf8)
+        bytes.append(0x09)
+        bytes.append(contentsOf: event.jsonBytes)
+        return bytes
+    }
+
+    public init?(encoded bytes: some Collection<UInt8>) {
+        let fields = bytes.split(separator: 0x09, maxSplits: 4, omittingEmptySubsequences: false)
+        guard fields.count == 5, fields[0].elementsEqual("1".utf8) else { return nil }
+        let nick = String(decoding: fields[2], as: UTF8.self)
+        let conn = String(decoding: fields[3], as: UTF8.self)
+        guard let json = JSONValue.parse(fields[4]) else { return nil }
+        let event: ServerEvent?
+        if fields[1].elementsEqual("a".utf8) {
+            guard case .object(var f) = json else { return nil }
+            let id = f["id"]?.stringValue.flatMap { MessageID($0) }
+            let target: StreamKey
+            if let room = f["room"]?.stringValue.flatMap(RoomName.init) {
+                target = .room(room)
+            } else if let to = f["to"]?.stringValue.flatMap(Nickname.init) {
+                target = .user(to)
+            } else {
+                return nil
+            }
+            for key in ["id", "room", "to"] { f[key] = nil }
+            event = .application(id: id, target: target, fields: f)
+        } else {
+            event = ServerEvent.parse(json)
+        }
+        guard let event else { return nil }
+        self.event = event
+        self.excludeNickname = nick.isEmpty ? nil : Nickname(nick)
+        self.excludeConnection = conn.isEmpty ? nil : ConnectionID(conn)
+    }
+}
+
+/// A stored (or live) message of one stream.
+public struct StreamEntry: Sendable, Equatable {
+    public var stream: StreamKey
+    public var id: MessageID
+    public var envelope: Envelope
+
+    public init(stream: StreamKey, id: MessageID, envelope: Envelope) {
+        self.stream = stream
+        self.id = id
+        self.envelope = envelope
+    }
+}

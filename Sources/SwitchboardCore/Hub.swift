@@ -1,0 +1,141 @@
+import Synchronization
+
+/// Who is connected to this node, to which rooms, under which nickname; and the local
+/// half of fan-out. It knows no wire format beyond the encoders it is given and no
+/// broker: `ChatService` subscribes the node to a stream when `add` reports a first
+/// local member, and unsubscribes when `remove` reports the last one gone.
+public final class Hub: Sendable {
+    struct Group {
+        let loop: any DeliveryLoop
+        var members: [ConnectionID: any Subscriber] = [:]
+    }
+
+    struct Audience {
+        var groups: [ObjectIdentifier: Group] = [:]
+        var nicknames: [Nickname: Int] = [:]
+        var count = 0
+    }
+
+    /// What a membership change meant.
+    public struct Change: Sendable, Equatable {
+        /// The stream had no local member before (add) / has none now (remove).
+        public var streamEdge: Bool
+        /// This nickname had no local connection in it before (add) / has none now (remove).
+        public var nicknameEdge: Bool
+    }
+
+    private struct State {
+        var streams: [StreamKey: Audience] = [:]
+        var connections = 0
+    }
+
+    private let state = Mutex(State())
+    private let encoders: [WireFormat: FrameEncoder]
+
+    public init(encoders: [WireFormat: FrameEncoder] = [.native: WireFormat.nativeEncoder]) {
+        self.encoders = encoders
+    }
+
+    /// Adds `subscriber` to the audience of `stream`.
+    @discardableResult
+    public func add(_ subscriber: any Subscriber, to stream: StreamKey) -> Change {
+        state.withLock { state in
+            var audience = state.streams[stream] ?? Audience()
+            let key = ObjectIdentifier(subscriber.loop)
+            var group = audience.groups[key] ?? Group(loop: subscriber.loop)
+            guard group.members.updateValue(subscriber, forKey: subscriber.connectionID) == nil else {
+                return Change(streamEdge: false, nicknameEdge: false)
+            }
+            audience.groups[key] = group
+            let change = Change(streamEdge: audience.count == 0, nicknameEdge: audience.nicknames[subscriber.nickname] == nil)
+            audience.count += 1
+            audience.nicknames[subscriber.nickname, default: 0] += 1
+            state.streams[stream] = audience
+            return change
+        }
+    }
+
+    /// Removes `subscriber` from the audience of `stream`; nil when it was not in it.
+    @discardableResult
+    public func remove(_ subscriber: any Subscriber, from stream: StreamKey) -> Change? {
+        state.withLock { state in
+            guard var audience = state.streams[stream] else { return nil }
+            let key = ObjectIdentifier(subscriber.loop)
+            guard var group = audience.groups[key], group.members.removeValue(forKey: subscriber.connectionID) != nil
+            else { return nil }
+            audience.groups[key] = group.members.isEmpty ? nil : group
+            audience.count -= 1
+            let left = (audience.nicknames[subscriber.nickname] ?? 1) - 1
+            audience.nicknames[subscriber.nickname] = left == 0 ? nil : left
+            state.streams[stream] = audience.count == 0 ? nil : audience
+            return Change(streamEdge: audience.count == 0, nicknameEdge: left == 0)
+        }
+    }
+
+    /// Fans an event of `stream` out to every local member: encoded once per wire
+    /// format, handed to each delivery loop once with all its recipients.
+    public func deliver(_ event: ServerEvent, stream: StreamKey, id: MessageID?, envelope: Envelope?) {
+        let groups: [Group] = state.withLock { state in
+            guard let audience = state.streams[stream] else { return [] }
+            return Array(audience.groups.values)
+        }
+        guard !groups.isEmpty else { return }
+        var frames: [WireFormat: Frame] = [:]
+        for group in groups {
+            var byFormat: [WireFormat: [any Subscriber]] = [:]
+            for member in group.members.values {
+                if let envelope {
+                    if envelope.excludeNickname == member.nickname || envelope.excludeConnection == member.connectionID {
+                        continue
+                    }
+                }
+                byFormat[member.format, default: []].append(member)
+            }
+            for (format, members) in byFormat {
+                let frame: Frame
+                if let cached = frames[format] {
+                    frame = cached
+                } else {
+                    frame = encode(event, format: format, stream: stream, id: id, envelope: envelope)
+                    frames[format] = frame
+                }
+                group.loop.deliver(frame, to: members)
+            }
+        }
+    }
+
+    /// Sends one event to one subscriber (replies, welcome, a newcomer's presence).
+    public func send(_ event: ServerEvent, to subscriber: any Subscriber) {
+        subscriber.loop.deliver(encode(event, format: subscriber.format, stream: nil, id: nil, envelope: nil), to: [subscriber])
+    }
+
+    /// Encodes `event` for `format` (the native format when no encoder is registered).
+    public func encode(_ event: ServerEvent, format: WireFormat, stream: StreamKey?, id: MessageID?, envelope: Envelope?) -> Frame {
+        (encoders[format] ?? WireFormat.nativeEncoder)(event, stream, id, envelope)
+    }
+
+    /// Local member count of `stream`.
+    public func memberCount(of stream: StreamKey) -> Int {
+        state.withLock { $0.streams[stream]?.count ?? 0 }
+    }
+
+    /// Distinct local nicknames in `stream`.
+    public func nicknames(in stream: StreamKey) -> [Nickname] {
+        state.withLock { Array(($0.streams[stream]?.nicknames ?? [:]).keys) }
+    }
+
+    /// Every stream with at least one local member.
+    public var streams: [StreamKey] {
+        state.withLock { Array($0.streams.keys) }
+    }
+
+    /// Every local (room, nickname) pair, for presence refresh.
+    public var roomMemberships: [(RoomName, Nickname)] {
+        state.withLock { state in
+            state.streams.flatMap { key, audience -> [(RoomName, Nickname)] in
+                guard case .room(let room) = key else { return [] }
+                return audience.nicknames.keys.map { (room, $0) }
+            }
+        }
+    }
+}

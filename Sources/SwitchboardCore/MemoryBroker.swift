@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// The in-process broker: the embedded default for a single node (no Redis).
+/// History, presence and nickname claims live in this process.
+public final class MemoryBroker: Broker {
+    private struct Stream {
+        var entries: [StreamEntry] = []
+        var last: MessageID?
+        /// The newest id trimmed away; readers with an older cursor have a gap.
+        var maxDeleted: MessageID?
+    }
+
+    private struct State {
+        var handler: (@Sendable (BrokerEvent) -> Void)?
+        var stopped = false
+        var streams: [StreamKey: Stream] = [:]
+        var subscribed: Set<StreamKey> = []
+        var presence: [RoomName: [PresenceEntry: Int64]] = [:]
+        var claims: [Nickname: (session: String, expires: Int64)] = [:]
+    }
+
+    private let state = Mutex(State())
+    private let historyLimit: Int
+    private let clock: @Sendable () -> Int64
+
+    /// - Parameters:
+    ///   - historyLimit: entries kept per stream.
+    ///   - clock: Unix milliseconds now (passed in so tests can drive time).
+    public init(historyLimit: Int = 1000, clock: @escaping @Sendable () -> Int64 = unixMilliseconds) {
+        self.historyLimit = max(1, historyLimit)
+        self.clock = clock
+    }
+
+    public func start(_ handler: @escaping @Sendable (BrokerEvent) -> Void) async throws {
+        state.withLock { $0.handler = handler }
+    }
+
+    public func shutdown() async {
+        state.withLock {
+            $0.stopped = true
+            $0.handler = nil
+        }
+    }
+
+    public var isReady: Bool { state.withLock { !$0.stopped } }
+
+    private func checkRunning(_ state: borrowing State) throws(BrokerError) {
+        if state.stopped { throw BrokerError.unavailable("broker stopped") }
+    }
+
+    public func publish(_ envelope: Envelope, to streams: [StreamKey]) async throws -> [MessageID] {
+        let now = UInt64(max(0, clock()))
+        let (ids, handler, live) = try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            var ids: [MessageID] = []
+            var live: [StreamEntry] = []
+            for key in streams {
+                var stream = state.streams[key] ?? Stream()
+                let id: MessageID
+                if let last = stream.last, last.milliseconds >= now {
+                    id = last.successor
+                } else {
+                    id = MessageID(milliseconds: now, sequence: 0)
+                }
+                let entry = StreamEntry(stream: key, id: id, envelope: envelope)
+                stream.entries.append(entry)
+                stream.last = id
+                if stream.entries.count > historyLimit {
+                    let drop = stream.entries.count - historyLimit
+                    stream.maxDeleted = stream.entries[drop - 1].id
+                    stream.entries.removeFirst(drop)
+                }
+                state.streams[key] = stream
+                ids.append(id)
+                if state.subscribed.contains(key) { live.append(entry) }
+            }
+            return (ids, state.handler, live)
+        }
+        for entry in live {
+            handler?(.message(stream: entry.stream, id: entry.id, envelope: entry.envelope))
+        }
+        return ids
+    }
+
+    public func broadcast(_ envelope: Envelope, to stream: StreamKey) async throws {
+        let handler = try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            return state.subscribed.contains(stream) ? state.handler : nil
+        }
+        handler?(.message(stream: stream, id: nil, envelope: envelope))
+    }
+
+    public func subscribe(_ stream: StreamKey) async throws {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            state.subscribed.insert(stream)
+        }
+    }
+
+    public func unsubscribe(_ stream: StreamKey) async throws {
+        _ = state.withLock { $0.subscribed.remove(stream) }
+    }
+
+    public func head(of stream: StreamKey) async throws -> MessageID? {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            return state.streams[stream]?.last
+        }
+    }
+
+    public func history(of stream: StreamKey, after: MessageID?, limit: Int) async throws -> HistoryPage {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            guard let s = state.streams[stream] else { return HistoryPage(entries: [], gap: false) }
+            let start: Int
+            if let after {
+                start = s.entries.firstIndex { $0.id > after } ?? s.entries.count
+            } else {
+                start = 0
+            }
+            let entries = Array(s.entries[start...].prefix(max(0, limit)))
+            let gap = after.map { after in s.maxDeleted.map { $0 > after } ?? false } ?? false
+            return HistoryPage(entries: entries, gap: gap)
+        }
+    }
+
+    public func setPresence(_ entries: [PresenceEntry], expiresAt: Int64) async throws {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            for entry in entries { state.presence[entry.room, default: [:]][entry] = expiresAt }
+        }
+    }
+
+    public func removePresence(_ entries: [PresenceEntry]) async throws {
+        state.withLock { state in
+            for entry in entries {
+                state.presence[entry.room]?[entry] = nil
+                if state.presence[entry.room]?.isEmpty == true { state.presence[entry.room] = nil }
+            }
+        }
+    }
+
+    public func presenceCount(of room: RoomName, now: Int64) async throws -> Int {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            guard var members = state.presence[room] else { return 0 }
+            members = members.filter { $0.value > now }
+            state.presence[room] = members.isEmpty ? nil : members
+            return Set(members.keys.map(\.nickname)).count
+        }
+    }
+
+    public func claimNickname(_ nickname: Nickname, session: String, ttlSeconds: Int) async throws -> Bool {
+        let now = clock()
+        return try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            if let claim = state.claims[nickname], claim.expires > now, claim.session != session { return false }
+            state.claims[nickname] = (session, now + Int64(ttlSeconds) * 1000)
+            return true
+        }
+    }
+
+    public func releaseNickname(_ nickname: Nickname, session: String) async throws {
+        state.withLock { state in
+            if state.claims[nickname]?.session == session { state.claims[nickname] = nil }
+        }
+    }
+
+    public func nicknameHolder(_ nickname: Nickname) async throws -> String? {
+        let now = clock()
+        return try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            guard let claim = state.claims[nickname], claim.expires > now else { return nil }
+            return claim.session
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+@Sendable public func unixMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}

@@ -1,0 +1,79 @@
+import Synchronization
+
+/// Cluster-wide online counts per room, coalesced: a change marks the room dirty, and
+/// one recount per window sends `presence` to local members if the count changed.
+/// Nodes refresh their own entries; a crashed node's entries expire by themselves, and
+/// the periodic recount lets the survivors notice.
+final class PresenceTracker: Sendable {
+    private let configuration: ChatConfiguration
+    private let broker: any Broker
+    private let hub: Hub
+    private let clock: @Sendable () -> Int64
+    private let state = Mutex(State())
+
+    struct State {
+        var dirty: Set<RoomName> = []
+        var lastSent: [RoomName: Int] = [:]
+    }
+
+    init(configuration: ChatConfiguration, broker: any Broker, hub: Hub, clock: @escaping @Sendable () -> Int64) {
+        self.configuration = configuration
+        self.broker = broker
+        self.hub = hub
+        self.clock = clock
+    }
+
+    func markDirty(_ room: RoomName) {
+        state.withLock { _ = $0.dirty.insert(room) }
+    }
+
+    func run() async {
+        var sinceRefresh = Duration.zero
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.presenceCoalesce)
+            sinceRefresh += configuration.presenceCoalesce
+            if sinceRefresh >= configuration.presenceRefresh {
+                sinceRefresh = .zero
+                await refresh()
+            }
+            await flush()
+        }
+    }
+
+    /// Re-adds every local entry with a new expiry and marks every local room dirty.
+    func refresh() async {
+        let memberships = hub.roomMemberships
+        let entries = memberships.map { PresenceEntry(room: $0.0, nickname: $0.1, node: configuration.nodeID) }
+        if !entries.isEmpty {
+            try? await broker.setPresence(entries, expiresAt: clock() + configuration.presenceTTLMilliseconds)
+        }
+        state.withLock { state in
+            for (room, _) in memberships { state.dirty.insert(room) }
+        }
+    }
+
+    /// Recounts dirty rooms and tells local members about changed counts.
+    func flush() async {
+        let dirty = state.withLock { state -> Set<RoomName> in
+            let dirty = state.dirty
+            state.dirty = []
+            return dirty
+        }
+        for room in dirty {
+            guard hub.memberCount(of: .room(room)) > 0 else {
+                state.withLock { _ = $0.lastSent.removeValue(forKey: room) }
+                continue
+            }
+            guard let count = try? await broker.presenceCount(of: room, now: clock()) else {
+                state.withLock { _ = $0.dirty.insert(room) }
+                continue
+            }
+            let changed = state.withLock { state -> Bool in
+                guard state.lastSent[room] != count else { return false }
+                state.lastSent[room] = count
+                return true
+            }
+            if changed { hub.deliver(.presence(room: room, count: count), stream: .room(room), id: nil, envelope: nil) }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Logging
+import SwitchboardCore
+import Synchronization
+
+extension RedisBroker {
+    public func publish(_ envelope: Envelope, to streams: [StreamKey]) async throws -> [MessageID] {
+        guard !streams.isEmpty else {
+            try checkRunning()
+            return []
+        }
+        let arguments = [bytes(String(configuration.historyLimit)), envelope.encoded] + streams.map { bytes(keys.channel($0)) }
+        let reply = try await evaluate(.publish, keys: streams.map(keys.history), arguments: arguments)
+        guard let items = reply.array, items.count == streams.count else { throw malformed("publish", reply) }
+        return try items.map { item in
+            guard let text = item.text, let id = MessageID(text) else { throw malformed("publish", reply) }
+            return id
+        }
+    }
+
+    public func broadcast(_ envelope: Envelope, to stream: StreamKey) async throws {
+        var command = RedisCommand(["PUBLISH", keys.channel(stream)])
+        command.append(bytes: [0x0A] + envelope.encoded)
+        _ = try await run(command)
+    }
+
+    public func subscribe(_ stream: StreamKey) async throws {
+        let reply = try await changeSubscription(stream, subscribe: true)
+        if let message = reply?.errorMessage { throw BrokerError.protocolError("redis: \(message)") }
+    }
+
+    /// Never fails for a lost connection: a new connection only subscribes what is wanted.
+    public func unsubscribe(_ stream: StreamKey) async throws {
+        do {
+            _ = try await changeSubscription(stream, subscribe: false)
+        } catch let error as BrokerError where error.isUnavailable {
+            return
+        }
+    }
+
+    /// Records the wish and queues (UN)SUBSCRIBE under one lock, so the order of the
+    /// commands on the wire is the order of the wishes. Nil when nothing had to change
+    /// and the subscriber connection is up.
+    private func changeSubscription(_ stream: StreamKey, subscribe: Bool) async throws -> RESPValue? {
+        let channel = keys.channel(stream)
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RESPValue?, any Error>) in
+            state.withLock { state in
+                guard !state.stopped else {
+                    return continuation.resume(throwing: BrokerError.unavailable("broker stopped"))
+                }
+                let changed =
+                    subscribe
+                    ? state.channels.updateValue(stream, forKey: channel) == nil
+                    : state.channels.removeValue(forKey: channel) != nil
+                guard changed else {
+                    return subscribe && !subscriber.isConnected
+                        ? continuation.resume(throwing: BrokerError.unavailable("redis subscriber is not connected"))
+                        : continuation.resume(returning: nil)
+                }
+                let command = RedisCommand([subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", channel])
+                subscriber.enqueue(RedisRequest(command: command) { result in continuation.resume(with: result.map { Optional($0) }) })
+            }
+        }
+    }
+
+    public func head(of stream: StreamKey) async throws -> MessageID? {
+        let reply = try await run(RedisCommand(["XREVRANGE", keys.history(stream), "+", "-", "COUNT", "1"]))
+        guard let entries = reply.array else { throw malformed("head", reply) }
+        guard let newest = entries.first else { return nil }
+        guard let text = newest.array?.first?.text, let id = MessageID(text) else { throw malformed("head", reply) }
+        return id
+    }
+
+    public func history(of stream: StreamKey, after: MessageID?, limit: Int) async throws -> HistoryPage {
+        let reply = try await evaluate(
+            .history, keys: [keys.history(stream)],
+            arguments: [bytes(after?.description ?? ""), bytes(String(max(0, limit)))])
+        guard let parts = reply.array, parts.count == 2, let items = parts[0].array else { throw malformed("history", reply) }
+        var entries: [StreamEntry] = []
+        entries.reserveCapacity(items.count)
+        for item in items {
+            guard let pair = item.array, pair.count == 2, let idText = pair[0].text, let id = MessageID(idText),
+                let fields = pair[1].array, let envelope = Self.envelope(in: fields)
+            else {
+                logger.warning("undecodable history entry skipped", metadata: ["redis.key": "\(keys.history(stream))", "redis.reply": "\(item)"])
+                continue
+            }
+            entries.append(StreamEntry(stream: stream, id: id, envelope: envelope))
+        }
+        let maxDeleted = parts[1].text.flatMap { MessageID($0) }
+        let gap = after.map { after in maxDeleted.map { $0 > after } ?? false } ?? false
+        return HistoryPage(entries: entries, gap: gap)
+    }
+
+    private static func envelope(in fields: [RESPValue]) -> Envelope? {
+        var index = 0
+        while index + 1 < fields.count {
+            if fields[index] == .string([UInt8(ascii: "e")]), case .string(let bytes) = fields[index + 1] {
+                return Envelope(encoded: bytes)
+            }
+            index += 2
+        }
+        return nil
+    }
+
+    public func setPresence(_ entries: [PresenceEntry], expiresAt: Int64) async throws {
+        guard !entries.isEmpty else { return try checkRunning() }
+        let arguments = [bytes(String(expiresAt)), bytes(String(configuration.presenceKeyMargin))] + entries.map { bytes(keys.presenceMember($0)) }
+        _ = try await evaluate(.setPresence, keys: entries.map { keys.presence($0.room) }, arguments: arguments)
+    }
+
+    public func removePresence(_ entries: [PresenceEntry]) async throws {
+        guard !entries.isEmpty else { return try checkRunning() }
+        _ = try await evaluate(
+            .removePresence, keys: entries.map { keys.presence($0.room) }, arguments: entries.map { bytes(keys.presenceMember($0)) })
+    }
+
+    public func presenceCount(of room: RoomName, now: Int64) async throws -> Int {
+        let reply = try await evaluate(.presenceCount, keys: [keys.presence(room)], arguments: [bytes(String(now))])
+        guard let count = reply.integer else { throw malformed("presenceCount", reply) }
+        return Int(count)
+    }
+
+    public func claimNickname(_ nickname: Nickname, session: String, ttlSeconds: Int) async throws -> Bool {
+        let ttl = Int64(min(max(1, ttlSeconds), Int(Int32.max))) * 1000
+        let reply = try await evaluate(.claimNickname, keys: [keys.nickname(nickname)], arguments: [bytes(session), bytes(String(ttl))])
+        guard let claimed = reply.integer else { throw malformed("claimNickname", reply) }
+        return claimed == 1
+    }
+
+    public func releaseNickname(_ nickname: Nickname, session: String) async throws {
+        _ = try await evaluate(.releaseNickname, keys: [keys.nickname(nickname)], arguments: [bytes(session)])
+    }
+
+    public func nicknameHolder(_ nickname: Nickname) async throws -> String? {
+        let reply = try await run(RedisCommand(["GET", keys.nickname(nickname)]))
+        switch reply {
+        case .null: return nil
+        case .string: return reply.text
+        default: throw malformed("nicknameHolder", reply)
+        }
+    }
+
+    // MARK: plumbing
+
+    /// Sends `command`; an error reply becomes `BrokerError.protocolError`.
+    func run(_ command: RedisCommand) async throws -> RESPValue {
+        let reply = try await commands.send(command)
+        if let message = reply.errorMessage { throw BrokerError.protocolError("redis \(command.name): \(message)") }
+        return reply
+    }
+
+    /// EVALSHA `script`; when Redis lost it (NOSCRIPT, e.g. after SCRIPT FLUSH or a
+    /// restart between connects), EVAL with the source, which caches it again.
+    func evaluate(_ script: RedisScript, keys: [String], arguments: [[UInt8]]) async throws -> RESPValue {
+        func command(_ verb: String, _ body: String) -> RedisCommand {
+            var command = RedisCommand([verb, body, String(keys.count)])
+            for key in keys { command.append(key) }
+            for argument in arguments { command.append(bytes: argument) }
+            return command
+        }
+        if let sha = state.withLock({ $0.scripts[script.name] }) {
+            let reply = try await commands.send(command("EVALSHA", sha))
+            guard let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { return try checked(reply, script) }
+            logger.debug("redis lost a script; sending its source", metadata: ["redis.script": "\(script.name)"])
+        }
+        return try checked(await commands.send(command("EVAL", script.source)), script)
+    }
+
+    private func checked(_ reply: RESPValue, _ script: RedisScript) throws -> RESPValue {
+        if let message = reply.errorMessage { throw BrokerError.protocolError("redis script \(script.name): \(message)") }
+        return reply
+    }
+
+    func malformed(_ operation: String, _ reply: RESPValue) -> BrokerError {
+        logger.warning("unexpected redis reply", metadata: ["redis.operation": "\(operation)", "redis.reply": "\(reply)"])
+        return BrokerError.protocolError("unexpected redis reply to \(operation)")
+    }
+
+    func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+}

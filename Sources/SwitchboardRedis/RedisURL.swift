@@ -1,0 +1,137 @@
+/// Where a Redis server is and how to log in: `redis://[[user]:password@]host[:port][/db]`.
+///
+/// The password (and user) may be percent-encoded. The port defaults to 6379 and the
+/// database to 0. `description` never shows the password.
+public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
+    /// Why a string is not a Redis URL; `description` is meant for an operator.
+    public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
+        public let description: String
+    }
+
+    public var host: String
+    public var port: Int
+    /// The ACL user for `AUTH user password` (Redis 6+); nil for plain `AUTH password`.
+    public var username: String?
+    public var password: String?
+    /// Selected with `SELECT` on every (re)connect.
+    public var database: Int
+
+    public static let defaultPort = 6379
+
+    public init(host: String, port: Int = RedisURL.defaultPort, username: String? = nil, password: String? = nil, database: Int = 0) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+    }
+
+    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    /// - Throws: `ParseError` naming what is wrong with `string`.
+    public init(_ string: String) throws(ParseError) {
+        func fail(_ why: String) -> ParseError { ParseError(description: "invalid Redis URL '\(Self.redacted(string))': \(why)") }
+        let scheme = "redis://"
+        guard string.lowercased().hasPrefix(scheme) else { throw fail("it must start with redis://") }
+        var rest = Substring(string.dropFirst(scheme.count))
+        if let query = rest.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+            throw fail("query strings and fragments are not supported (\(rest[query...]))")
+        }
+        var path: Substring = ""
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+        }
+        var username: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let userinfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = userinfo.firstIndex(of: ":") {
+                let user = userinfo[..<colon]
+                guard let decodedUser = Self.percentDecoded(user),
+                    let decodedPassword = Self.percentDecoded(userinfo[userinfo.index(after: colon)...])
+                else { throw fail("bad percent-encoding in the credentials") }
+                username = user.isEmpty ? nil : decodedUser
+                password = decodedPassword
+            } else {
+                // `redis://secret@host` is commonly meant as a password.
+                guard let decoded = Self.percentDecoded(userinfo) else { throw fail("bad percent-encoding in the credentials") }
+                password = decoded
+            }
+            if password?.isEmpty == true { password = nil }
+        }
+        var host: Substring
+        var portText: Substring?
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { throw fail("unterminated IPv6 address") }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw fail("unexpected text after the IPv6 address") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = rest.firstIndex(of: ":") {
+            host = rest[..<colon]
+            portText = rest[rest.index(after: colon)...]
+        } else {
+            host = rest
+        }
+        guard !host.isEmpty else { throw fail("the host is missing") }
+        guard !host.contains(where: { $0 == " " || $0 == "@" || $0 == "/" }) else { throw fail("the host '\(host)' is malformed") }
+        var port = Self.defaultPort
+        if let portText {
+            guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(portText),
+                (1...65535).contains(value)
+            else { throw fail("the port '\(portText)' is not a number from 1 to 65535") }
+            port = value
+        }
+        var database = 0
+        if !path.isEmpty {
+            guard path.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(path), value >= 0 else {
+                throw fail("the database '\(path)' is not a non-negative number")
+            }
+            database = value
+        }
+        self.init(host: String(host), port: port, username: username, password: password, database: database)
+    }
+
+    /// The URL with the password replaced by `***`.
+    public var description: String {
+        var credentials = ""
+        if username != nil || password != nil {
+            credentials = "\(username ?? ""):\(password == nil ? "" : "***")@"
+        }
+        let shownHost = host.contains(":") ? "[\(host)]" : host
+        return "redis://\(credentials)\(shownHost):\(port)/\(database)"
+    }
+
+    static func redacted(_ string: String) -> String {
+        guard let schemeEnd = string.firstRange(of: "://"), let at = string.lastIndex(of: "@"), at > schemeEnd.upperBound else {
+            return string
+        }
+        return String(string[..<schemeEnd.upperBound]) + "***" + String(string[at...])
+    }
+
+    static func percentDecoded(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

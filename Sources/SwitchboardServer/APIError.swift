@@ -1,0 +1,46 @@
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import SwitchboardCore
+
+/// An error answered as `{"error": code, "message": …}` with an HTTP status.
+struct APIError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String?
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    init(_ error: EventError) {
+        let status: HTTPResponse.Status =
+            switch error.code {
+            case .nicknameTaken: .conflict
+            case .unauthorized: .unauthorized
+            case .unavailable: .serviceUnavailable
+            case .rateLimited: .tooManyRequests
+            default: .badRequest
+            }
+        self.init(status, error.code.rawValue, error.message)
+    }
+
+    static let unauthorized = APIError(.unauthorized, "unauthorized")
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var fields: [String: JSONValue] = ["error": .string(code)]
+        if let message { fields["message"] = .string(message) }
+        return Response.json(JSONValue.object(fields).jsonBytes, status: status)
+    }
+}
+
+extension Response {
+    static func json(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}

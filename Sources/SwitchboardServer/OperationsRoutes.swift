@@ -1,0 +1,19 @@
+import Hummingbird
+import SwitchboardCore
+
+/// `/healthz` (process alive) and `/readyz` (503 while the broker is unreachable).
+struct OperationsRoutes {
+    let chat: ChatService
+
+    func register(on router: Router<SwitchboardRequestContext>) {
+        router.get("/healthz") { _, _ in
+            Response.json(JSONValue.object(["status": .string("ok"), "node": .string(chat.nodeID)]).jsonBytes)
+        }
+        router.get("/readyz") { _, _ in
+            let ready = chat.broker.isReady
+            return Response.json(
+                JSONValue.object(["ready": .bool(ready), "node": .string(chat.nodeID)]).jsonBytes,
+                status: ready ? .ok : .serviceUnavailable)
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import SwitchboardCore
+
+/// Per-connection delivery rules, shared by every transport and run on the
+/// connection's event loop:
+/// * until the opening backlog is written, live frames wait (so `welcome` comes first
+///   and history precedes live events);
+/// * a frame whose id is not newer than the last one delivered on its stream is a
+///   duplicate (at-least-once below, exactly-once per id above) and is dropped;
+/// * exclusions (`echo: false`, a whisper's sending connection) are applied.
+struct OutboundGate {
+    private(set) var isLive = false
+    private var pending: [Frame] = []
+    private(set) var cursor = Cursor()
+    let nickname: Nickname
+    let connection: ConnectionID
+    /// Frames that may wait while the backlog is written.
+    let maxPending: Int
+
+    init(nickname: Nickname, connection: ConnectionID, maxPending: Int) {
+        self.nickname = nickname
+        self.connection = connection
+        self.maxPending = maxPending
+    }
+
+    enum Admission { case write, hold, drop, overflow }
+
+    /// What to do with a live frame.
+    mutating func admit(_ frame: Frame) -> Admission {
+        guard frame.isVisible(to: nickname, connection: connection) else { return .drop }
+        guard isLive else {
+            guard pending.count < maxPending else { return .overflow }
+            pending.append(frame)
+            return .hold
+        }
+        return advance(frame) ? .write : .drop
+    }
+
+    /// Records a frame written outside `admit` (backlog); false when it is a duplicate.
+    mutating func advance(_ frame: Frame) -> Bool {
+        guard let stream = frame.stream, let id = frame.id else { return true }
+        if let last = cursor[stream], last >= id { return false }
+        cursor.advance(stream, to: id)
+        return true
+    }
+
+    /// Seeds positions (the welcome cursor), then switches to live; returns the held
+    /// frames still to write, in order.
+    mutating func goLive(from start: Cursor) -> [Frame] {
+        for (room, id) in start.rooms { cursor.advance(.room(room), to: id) }
+        if let user = start.user { cursor.advance(.user(nickname), to: user) }
+        isLive = true
+        let held = pending
+        pending = []
+        return held.filter { advance($0) }
+    }
+}

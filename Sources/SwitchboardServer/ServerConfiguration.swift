@@ -1,0 +1,29 @@
+import SwitchboardCore
+
+/// Plain configuration for one node's HTTP side. Only the executable reads argv and
+/// the environment.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var chat: ChatConfiguration
+    /// Token secrets: the first signs, every one verifies (rotation).
+    public var secrets: [String]
+    /// Key for `POST /api/publish`; publishing is refused when nil.
+    public var apiKey: String?
+    /// Origins allowed for CORS and WebSocket upgrades; empty = same origin only.
+    public var allowedOrigins: [String] = []
+    /// Largest accepted WebSocket message and HTTP body, in bytes.
+    public var maxMessageBytes = 64 * 1024
+    /// Frames a connection may have queued while its socket is not writable before it
+    /// is disconnected as a slow consumer.
+    public var maxQueuedFrames = 1024
+    /// WebSocket ping interval.
+    public var pingInterval: Duration = .seconds(25)
+
+    public init(host: String, port: Int, chat: ChatConfiguration, secrets: [String]) {
+        self.host = host
+        self.port = port
+        self.chat = chat
+        self.secrets = secrets
+    }
+}

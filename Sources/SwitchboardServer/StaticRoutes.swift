@@ -1,0 +1,18 @@
+import Hummingbird
+
+/// The chat page at `/`, embedded in the binary.
+struct StaticRoutes {
+    func register(on router: Router<SwitchboardRequestContext>) {
+        let page = ByteBuffer(bytes: PackageResources.index_html)
+        router.get("/") { _, _ in
+            Response(
+                status: .ok,
+                headers: [
+                    .contentType: "text/html; charset=utf-8",
+                    .contentSecurityPolicy: "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:",
+                    .xContentTypeOptions: "nosniff",
+                ],
+                body: ResponseBody(byteBuffer: page))
+        }
+    }
+}

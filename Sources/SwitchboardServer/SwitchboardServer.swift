@@ -1,0 +1,60 @@
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SwitchboardCore
+
+/// One Switchboard node: the HTTP/WebSocket application around a `ChatService`.
+public struct SwitchboardServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let chat: ChatService
+    private let logger: Logger
+
+    public init(configuration: ServerConfiguration, broker: any Broker, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.chat = ChatService(
+            configuration: configuration.chat, broker: broker, hub: Hub(),
+            signer: TokenSigner(secrets: configuration.secrets), logger: logger)
+    }
+
+    /// The router with every route of PROTOCOL.md served so far.
+    func makeRouter() -> Router<SwitchboardRequestContext> {
+        let router = Router(context: SwitchboardRequestContext.self)
+        router.add(middleware: CORSPolicyMiddleware(policy: OriginPolicy(allowed: configuration.allowedOrigins)))
+        APIRoutes(chat: chat, configuration: configuration).register(on: router)
+        OperationsRoutes(chat: chat).register(on: router)
+        StaticRoutes().register(on: router)
+        WebSocketTransport(chat: chat, configuration: configuration).register(on: router)
+        return router
+    }
+
+    /// Builds the application: the HTTP server plus the chat service's background work.
+    /// `onServerRunning` is called with the bound port once the server listens.
+    public func makeApplication(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> some ApplicationProtocol {
+        try await chat.start()
+        let router = makeRouter()
+        return Application(
+            router: router,
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: router,
+                configuration: .init(
+                    http1: .init(),
+                    ws: .init(
+                        maxFrameSize: configuration.maxMessageBytes,
+                        autoPing: .enabled(timePeriod: configuration.pingInterval)))),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
+            services: [ChatRunner(chat: chat)],
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+}
+
+/// Runs presence and claim refresh for the life of the server.
+struct ChatRunner: Service {
+    let chat: ChatService
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await chat.run() }
+    }
+}

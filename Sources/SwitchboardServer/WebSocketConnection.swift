@@ -1,0 +1,95 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+
+/// One native WebSocket connection. Frames from the Hub are written straight to the
+/// NIO channel on its event loop (below Hummingbird's WebSocket handler, which still
+/// owns the inbound side, ping/pong and the close handshake).
+final class WebSocketConnection: Subscriber {
+    let connectionID = ConnectionID.random()
+    let nickname: Nickname
+    let format = WireFormat.native
+    let channel: any Channel
+    private let delivery: EventLoopDelivery
+    private let state: NIOLoopBoundBox<State>
+    private let maxQueuedFrames: Int
+
+    struct State {
+        var gate: OutboundGate
+        var closed = false
+        /// Frames written while the socket was not writable.
+        var backlogged = 0
+        var dirty = false
+    }
+
+    var loop: any DeliveryLoop { delivery }
+
+    init(nickname: Nickname, channel: any Channel, maxQueuedFrames: Int) {
+        self.nickname = nickname
+        self.channel = channel
+        self.delivery = EventLoopDelivery.of(channel.eventLoop)
+        self.maxQueuedFrames = maxQueuedFrames
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(
+            State(gate: OutboundGate(nickname: nickname, connection: connectionID, maxPending: maxQueuedFrames * 4)),
+            eventLoop: channel.eventLoop)
+    }
+
+    func receive(_ frame: Frame) {
+        guard !state.value.closed else { return }
+        switch state.value.gate.admit(frame) {
+        case .write: write(frame)
+        case .hold, .drop: break
+        case .overflow: close(code: .policyViolation, reason: "backlog too large; resume from your cursor")
+        }
+    }
+
+    func flush() {
+        guard state.value.dirty else { return }
+        state.value.dirty = false
+        channel.flush()
+    }
+
+    /// Writes the opening sequence, then lets live frames through.
+    func open(welcome: Frame, backlog: [Frame], cursor: Cursor) {
+        delivery.eventLoop.execute {
+            guard !self.state.value.closed else { return }
+            self.write(welcome)
+            for frame in backlog where self.state.value.gate.advance(frame) { self.write(frame) }
+            for frame in self.state.value.gate.goLive(from: cursor) { self.write(frame) }
+            self.flush()
+        }
+    }
+
+    private func write(_ frame: Frame) {
+        if channel.isWritable {
+            state.value.backlogged = 0
+        } else {
+            state.value.backlogged += 1
+            if state.value.backlogged > maxQueuedFrames {
+                close(code: .policyViolation, reason: "slow consumer; resume from your cursor")
+                return
+            }
+        }
+        let buffer = delivery.buffer(for: frame)
+        channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        state.value.dirty = true
+    }
+
+    /// Sends a close frame with `code` and closes the channel. Call on the event loop.
+    func close(code: WebSocketErrorCode, reason: String) {
+        guard !state.value.closed else { return }
+        state.value.closed = true
+        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(reason)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
+            self.channel.close(promise: nil)
+        }
+    }
+
+    /// Closes from any thread.
+    func closeSoon(code: WebSocketErrorCode, reason: String) {
+        delivery.eventLoop.execute { self.close(code: code, reason: reason) }
+    }
+}

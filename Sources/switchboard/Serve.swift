@@ -1,0 +1,135 @@
+import ArgumentParser
+import Hummingbird
+import Logging
+import SwitchboardCore
+import SwitchboardRedis
+import SwitchboardServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `switchboard serve`: one edge node. Every flag has an environment variable.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run one node.")
+
+    @Option(help: "Address to listen on (HOST).")
+    var host: String = env("HOST") ?? "127.0.0.1"
+
+    @Option(help: "Port to listen on (PORT).")
+    var port: Int = env("PORT").flatMap(Int.init) ?? 8080
+
+    @Option(help: "Redis URL redis://[:password@]host:port[/db] (REDIS_URL). Without it: the in-process broker.")
+    var redis: String?
+
+    @Option(name: .customLong("node-id"), help: "This node's id (NODE_ID; default: the hostname and port).")
+    var nodeID: String?
+
+    @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key and channel (SWITCHBOARD_REDIS_PREFIX).")
+    var redisPrefix: String = env("SWITCHBOARD_REDIS_PREFIX") ?? "sb:"
+
+    @Option(help: "Messages kept per stream for resume (SWITCHBOARD_HISTORY).")
+    var history: Int = env("SWITCHBOARD_HISTORY").flatMap(Int.init) ?? 1000
+
+    @Option(name: .customLong("max-text"), help: "Longest text in Unicode scalars (SWITCHBOARD_MAX_TEXT).")
+    var maxText: Int = env("SWITCHBOARD_MAX_TEXT").flatMap(Int.init) ?? 4096
+
+    @Option(name: .customLong("allowed-origins"), help: "Comma-separated origins allowed for CORS and WebSocket, or * (SWITCHBOARD_ALLOWED_ORIGINS).")
+    var allowedOrigins: String = env("SWITCHBOARD_ALLOWED_ORIGINS") ?? ""
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (LOG_LEVEL).")
+    var logLevel: String = env("LOG_LEVEL") ?? "info"
+
+    /// `--redis`, else `REDIS_URL`.
+    var redisURL: String? { redis ?? env("REDIS_URL") }
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0–65535") }
+        guard history >= 1 else { throw ValidationError("--history must be at least 1") }
+        guard maxText >= 1 else { throw ValidationError("--max-text must be at least 1") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
+        if let redis = redisURL, (try? RedisURL(redis)) == nil {
+            throw ValidationError("malformed Redis URL \(redis); expected redis://[:password@]host:port[/db]")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let node = nodeID ?? env("NODE_ID") ?? "\(hostname())-\(port)"
+        let redis = redisURL
+        let logger = {
+            var logger = Logger(label: "switchboard")
+            logger[metadataKey: "node.id"] = .string(node)
+            return logger
+        }()
+
+        var secrets = (env("SWITCHBOARD_SECRET") ?? "").split(separator: ",").map(String.init).filter { !$0.isEmpty }
+        if secrets.isEmpty {
+            secrets = [randomSecret()]
+            logger.warning("SWITCHBOARD_SECRET is not set: using a random secret; tokens will not work on other nodes or after a restart")
+        }
+        var chat = ChatConfiguration(nodeID: node)
+        chat.eventLimits.maxTextLength = maxText
+        var configuration = ServerConfiguration(host: host, port: port, chat: chat, secrets: secrets)
+        configuration.apiKey = env("SWITCHBOARD_API_KEY")
+        configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingSpaces }
+
+        let broker: any Broker
+        if let redis {
+            broker = try makeRedisBroker(url: redis, prefix: redisPrefix, history: history, node: node, logger: logger)
+        } else {
+            broker = MemoryBroker(historyLimit: history)
+        }
+        let server = SwitchboardServer(configuration: configuration, broker: broker, logger: logger)
+        let app = try await server.makeApplication { port in
+            logger.info("listening", metadata: ["url": "http://\(host):\(port)", "broker": "\(redis == nil ? "memory" : "redis")"])
+        }
+        do {
+            try await app.runService()
+        } catch {
+            await broker.shutdown()
+            fail("cannot serve on \(host):\(port): \(error)")
+        }
+        await broker.shutdown()
+    }
+}
+
+/// Prints one clear line on stderr and exits non-zero.
+func fail(_ message: String, code: Int32 = 1) -> Never {
+    FileHandleOutput.standardError("switchboard: error: \(message)\n")
+    exit(code == 0 ? 1 : code)
+}
+
+enum FileHandleOutput {
+    static func standardError(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+func env(_ name: String) -> String? {
+    guard let value = getenv(name) else { return nil }
+    let string = String(cString: value)
+    return string.isEmpty ? nil : string
+}
+
+func hostname() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count) == 0 else { return "node" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+func randomSecret() -> String {
+    (0..<4).map { _ in String(UInt64.random(in: .min ... .max), radix: 16) }.joined()
+}
+
+extension Substring {
+    var trimmingSpaces: String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+}

@@ -1,0 +1,815 @@
+"""Test harness for end-to-end tests of the `switchboard` executable.
+
+Black-box: it starts real processes (`switchboard serve`, `redis-server`) on free local
+ports and talks to them with off-the-shelf clients (`httpx`, `websockets`). Nothing here
+imports or knows the server's code; everything follows PROTOCOL.md.
+
+Reused by every integration test file (single node, clusters, Redis outages), so it is
+deliberately general:
+
+* `free_port()`
+* `SwitchboardNode` — one `switchboard serve` process (optionally `--redis`, `--node-id`)
+* `RedisServer` — one throw-away `redis-server` (kill / restart on the same port)
+* `login()` / `login_response()` — `POST /api/login`
+* `WSClient` — an async WebSocket client that records every event
+* `CursorTracker` — builds the resume cursor a client would send
+* `run()` — runs an async test body with a hard timeout (no pytest-asyncio needed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import ctypes
+import itertools
+import json
+import os
+import re
+import secrets as _secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import urlencode
+
+import httpx
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+DEFAULT_BIN = "/work/main/.build/debug/switchboard"
+DEFAULT_SECRET = "integration-test-secret-0123456789abcdef"
+DEFAULT_API_KEY = "integration-test-api-key"
+
+MESSAGE_ID = re.compile(r"^[0-9]+-[0-9]+$")
+
+
+def switchboard_bin() -> str:
+    return os.environ.get("SWITCHBOARD_BIN", DEFAULT_BIN)
+
+
+def redis_server_bin() -> str:
+    return os.environ.get("REDIS_SERVER_BIN", "redis-server")
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------
+
+_LIVE_PROCESSES: "set[subprocess.Popen]" = set()
+
+
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE_PROCESSES):
+        if proc.poll() is None:
+            try:
+                proc.kill()
+                proc.wait(timeout=5)
+            except Exception:
+                pass
+        _LIVE_PROCESSES.discard(proc)
+
+
+atexit.register(_kill_leftovers)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        log.close()
+    _LIVE_PROCESSES.add(proc)
+    return proc
+
+
+def _terminate(proc: Optional[subprocess.Popen], grace: float = 5.0) -> Optional[int]:
+    """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
+    if proc is None:
+        return None
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        return proc.returncode
+    finally:
+        _LIVE_PROCESSES.discard(proc)
+
+
+def _hard_kill(proc: Optional[subprocess.Popen]) -> Optional[int]:
+    if proc is None:
+        return None
+    try:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        return proc.returncode
+    finally:
+        _LIVE_PROCESSES.discard(proc)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, limit: int = 6000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "<no log>"
+    text = data[-limit:].decode("utf-8", "replace")
+    return text if len(data) <= limit else "…" + text
+
+
+_log_dir: Optional[Path] = None
+
+
+def log_dir() -> Path:
+    global _log_dir
+    if _log_dir is None:
+        _log_dir = Path(tempfile.mkdtemp(prefix="switchboard-it-"))
+    return _log_dir
+
+
+_counter = itertools.count(1)
+
+#: Every node created in this process (the conftest prints the logs of running ones
+#: when a test fails).
+ALL_NODES: "list[SwitchboardNode]" = []
+
+
+class SwitchboardNode:
+    """One `switchboard serve` process.
+
+    Call `start()` (done by the fixtures), which waits for `GET /healthz`. Always call
+    `stop()` (SIGTERM, SIGKILL after 5 s) — the fixtures do it in their finalizers.
+    """
+
+    def __init__(
+        self,
+        port: Optional[int] = None,
+        node_id: Optional[str] = None,
+        redis: Optional[str] = None,
+        extra_args: Iterable[str] = (),
+        secret: Optional[str] = DEFAULT_SECRET,
+        api_key: Optional[str] = DEFAULT_API_KEY,
+        log_level: str = "info",
+        env: Optional[dict[str, str]] = None,
+        binary: Optional[str] = None,
+        log_path: Optional[Path] = None,
+    ) -> None:
+        self._fixed_port = port is not None
+        self.port = port if port is not None else free_port()
+        self.node_id = node_id
+        self.redis = redis
+        self.extra_args = list(extra_args)
+        self.secret = secret
+        self.api_key = api_key
+        self.log_level = log_level
+        self.extra_env = dict(env or {})
+        self.binary = binary or switchboard_bin()
+        n = next(_counter)
+        self.log_path = log_path or log_dir() / f"node-{n}-{node_id or 'anon'}.log"
+        self.proc: Optional[subprocess.Popen] = None
+        ALL_NODES.append(self)
+
+    # -- addresses --------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    # -- process ----------------------------------------------------------------------
+    def args(self) -> list[str]:
+        args = [self.binary, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.node_id is not None:
+            args += ["--node-id", self.node_id]
+        if self.redis is not None:
+            args += ["--redis", self.redis]
+        return args + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("HOST", "PORT", "REDIS_URL", "NODE_ID", "SWITCHBOARD_SECRET", "SWITCHBOARD_API_KEY", "LOG_LEVEL")
+            and not k.startswith("SWITCHBOARD_")
+        }
+        if self.secret is not None:
+            env["SWITCHBOARD_SECRET"] = self.secret
+        if self.api_key is not None:
+            env["SWITCHBOARD_API_KEY"] = self.api_key
+        env["LOG_LEVEL"] = self.log_level
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return None if self.proc is None else self.proc.poll()
+
+    def start(self, timeout: float = 30.0) -> "SwitchboardNode":
+        if not os.path.exists(self.binary):
+            raise RuntimeError(f"switchboard binary not found at {self.binary} (set SWITCHBOARD_BIN)")
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(attempts):
+            with open(self.log_path, "ab") as log:
+                log.write(f"=== start {' '.join(self.args())}\n".encode())
+            self.proc = _spawn(self.args(), self.environment(), self.log_path)
+            try:
+                self.wait_healthy(timeout)
+                return self
+            except _ExitedEarly:
+                _hard_kill(self.proc)
+                if attempt + 1 < attempts and "bind" in self.stderr().lower():
+                    self.port = free_port()  # lost a race for the port
+                    continue
+                raise RuntimeError(
+                    f"switchboard exited early (code {self.returncode}) on port {self.port}; log:\n{self.stderr()}"
+                ) from None
+            except BaseException:
+                _hard_kill(self.proc)
+                raise
+        raise AssertionError("unreachable")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last_error: Any = None
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise _ExitedEarly()
+                try:
+                    r = client.get(self.url + "/healthz")
+                    if r.status_code == 200:
+                        if self.proc is not None and self.proc.poll() is not None:
+                            raise _ExitedEarly()  # someone else answers on this port
+                        if self.node_id is not None:
+                            node = r.json().get("node") if "json" in r.headers.get("content-type", "") else None
+                            if node not in (None, self.node_id):
+                                raise RuntimeError(f"/healthz on {self.url} answered by node {node!r}, not {self.node_id!r}")
+                        return
+                    last_error = f"HTTP {r.status_code}"
+                except httpx.HTTPError as e:
+                    last_error = e
+                time.sleep(0.1)
+        raise RuntimeError(
+            f"switchboard on port {self.port} not healthy after {timeout}s (last: {last_error!r}); log:\n{self.stderr()}"
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Waits for `GET /readyz` 200 (the broker is connected)."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                try:
+                    r = client.get(self.url + "/readyz")
+                    if r.status_code == 200:
+                        return
+                    last = f"HTTP {r.status_code} {r.text}"
+                except httpx.HTTPError as e:
+                    last = e
+                time.sleep(0.1)
+        raise AssertionError(f"/readyz of {self.url} not 200 after {timeout}s (last: {last!r}); log:\n{self.stderr()}")
+
+    def stop(self, grace: float = 5.0) -> Optional[int]:
+        """SIGTERM, then SIGKILL after `grace` s. Returns the exit code."""
+        return _terminate(self.proc, grace)
+
+    def kill(self) -> Optional[int]:
+        """SIGKILL (a crash)."""
+        return _hard_kill(self.proc)
+
+    def restart(self, timeout: float = 30.0) -> "SwitchboardNode":
+        """Stops (if running) and starts again on the same port."""
+        self.stop()
+        self._fixed_port = True
+        return self.start(timeout)
+
+    def stderr(self) -> str:
+        return _tail(self.log_path)
+
+    def __repr__(self) -> str:
+        return f"SwitchboardNode({self.node_id or '-'} @ {self.url}, running={self.running})"
+
+
+class _ExitedEarly(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A throw-away `redis-server` without persistence on a free port.
+
+    `kill()` simulates an outage; `restart()` starts it again on the same port (empty,
+    since nothing is saved)."""
+
+    def __init__(self, port: Optional[int] = None, extra_args: Iterable[str] = (), binary: Optional[str] = None):
+        self.port = port if port is not None else free_port()
+        self.extra_args = list(extra_args)
+        self.binary = binary or redis_server_bin()
+        self.log_path = log_dir() / f"redis-{next(_counter)}.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def args(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            *self.extra_args,
+        ]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.proc = _spawn(self.args(), dict(os.environ), self.log_path)
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited early (code {self.proc.returncode}); log:\n{_tail(self.log_path)}")
+            try:
+                if self.ping():
+                    return self
+            except OSError as e:
+                last = e
+            time.sleep(0.05)
+        _hard_kill(self.proc)
+        raise RuntimeError(f"redis-server on {self.port} did not answer PING in {timeout}s ({last!r}); log:\n{_tail(self.log_path)}")
+
+    def ping(self) -> bool:
+        return self.command("PING") == "PONG"
+
+    def command(self, *args: Any, timeout: float = 2.0) -> Any:
+        """One command over a fresh raw connection (RESP2). Errors come back as RedisError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(_resp_encode(args))
+            reader = _RespReader(s)
+            return reader.read()
+
+    def kill(self) -> None:
+        _hard_kill(self.proc)
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+    def restart(self, timeout: float = 10.0) -> "RedisServer":
+        self.kill()
+        return self.start(timeout)
+
+    def __repr__(self) -> str:
+        return f"RedisServer({self.url}, running={self.running})"
+
+
+class RedisError(Exception):
+    pass
+
+
+def _resp_encode(args: Iterable[Any]) -> bytes:
+    parts = []
+    items = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    parts.append(b"*%d\r\n" % len(items))
+    for item in items:
+        parts.append(b"$%d\r\n%s\r\n" % (len(item), item))
+    return b"".join(parts)
+
+
+class _RespReader:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = b""
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def read(self) -> Any:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise RedisError(f"unexpected reply {line!r}")
+
+
+# --------------------------------------------------------------------------------------
+# HTTP helpers
+# --------------------------------------------------------------------------------------
+
+
+def http_client(timeout: float = 10.0) -> httpx.Client:
+    return httpx.Client(trust_env=False, timeout=timeout)
+
+
+def login_response(base_url: str, nickname: Any = None, avatar: Any = "1.jpg", *, body: Any = ..., raw: Optional[bytes] = None,
+                   timeout: float = 10.0) -> httpx.Response:
+    """`POST /api/login`; returns the response whatever its status."""
+    with http_client(timeout) as client:
+        if raw is not None:
+            return client.post(base_url + "/api/login", content=raw, headers={"Content-Type": "application/json"})
+        if body is ...:
+            body = {"nickname": nickname, "avatar": avatar}
+        return client.post(
+            base_url + "/api/login",
+            content=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+
+
+def login(base_url: str, nickname: str, avatar: str = "1.jpg") -> dict:
+    """Logs in; asserts 200 and returns the JSON body ({token, nickname, avatar, node})."""
+    r = login_response(base_url, nickname, avatar)
+    assert r.status_code == 200, f"login {nickname!r} → HTTP {r.status_code}: {r.text}"
+    return r.json()
+
+
+_names = itertools.count(1)
+_run_tag = _secrets.token_hex(2)
+
+
+def unique_name(prefix: str = "u") -> str:
+    """A nickname unique within this test run (≤ 32 characters)."""
+    name = f"{prefix}-{_run_tag}{next(_names)}"
+    assert len(name) <= 32, name
+    return name
+
+
+def unique_room(prefix: str = "room") -> str:
+    return f"{prefix}-{_run_tag}-{next(_names)}"
+
+
+def forge_token_payload(token: str, **changes: Any) -> str:
+    """Returns `token` with its (base64url JSON) payload modified but the old MAC kept —
+    what an attacker who edits a token would send."""
+    body, _, mac = token.partition(".")
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(padded))
+    except Exception:
+        payload = {}
+    payload.update(changes)
+    new_body = base64.urlsafe_b64encode(json.dumps(payload, ensure_ascii=False).encode()).rstrip(b"=").decode()
+    return new_body + "." + mac
+
+
+# --------------------------------------------------------------------------------------
+# WebSocket client
+# --------------------------------------------------------------------------------------
+
+
+def ws_address(ws_url: str, token: Optional[str] = None, rooms: Optional[Iterable[str]] = None,
+               cursor: Optional[str] = None, **query: str) -> str:
+    params: dict[str, str] = {}
+    if token is not None:
+        params["token"] = token
+    if rooms:
+        params["rooms"] = ",".join(rooms)
+    if cursor is not None:
+        params["cursor"] = cursor
+    params.update(query)
+    return ws_url + ("?" + urlencode(params) if params else "")
+
+
+class WSClient:
+    """A recording WebSocket client.
+
+    Every received event is appended to `events` (JSON decoded; binary frames as
+    `{"__binary__": bytes}`, undecodable text as `{"__raw__": str}`). `recv*` consume
+    events in arrival order; `expect_none` and `peek` only look.
+    """
+
+    def __init__(self, ws: Any, name: str = "") -> None:
+        self.ws = ws
+        self.name = name
+        self.events: list[dict] = []
+        self.pos = 0  # next event recv() returns
+        self.closed = False
+        self.close_code: Optional[int] = None
+        self.close_reason: Optional[str] = None
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    # -- connecting -------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, ws_url: str, token: Optional[str] = None, rooms: Optional[Iterable[str]] = None,
+                      cursor: Optional[str] = None, headers: Optional[dict] = None, name: str = "",
+                      open_timeout: float = 10.0, **query: str) -> "WSClient":
+        url = ws_address(ws_url, token, rooms, cursor, **query)
+        ws = await ws_connect(
+            url, proxy=None, open_timeout=open_timeout, additional_headers=headers, max_size=None, close_timeout=2,
+        )
+        return cls(ws, name=name)
+
+    @classmethod
+    async def session(cls, ws_url: str, token: str, rooms: Optional[Iterable[str]] = None,
+                      cursor: Optional[str] = None, name: str = "", timeout: float = 10.0) -> "tuple[WSClient, dict]":
+        """Connects and returns (client, welcome), asserting `welcome` is the first event."""
+        client = await cls.connect(ws_url, token, rooms, cursor, name=name)
+        try:
+            welcome = await client.recv(timeout)
+            assert welcome.get("type") == "welcome", f"{name}: first event is not welcome: {welcome}"
+        except BaseException:
+            await client.close()
+            raise
+        return client, welcome
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if isinstance(message, (bytes, bytearray)):
+                    event: dict = {"__binary__": bytes(message)}
+                else:
+                    try:
+                        event = json.loads(message)
+                        if not isinstance(event, dict):
+                            event = {"__raw__": message}
+                    except ValueError:
+                        event = {"__raw__": message}
+                self.events.append(event)
+                self._arrived.set()
+        except ConnectionClosed:
+            pass
+        except Exception as e:  # noqa: BLE001 - recorded for diagnostics
+            self.events.append({"__reader_error__": repr(e)})
+        finally:
+            self.closed = True
+            rcvd = getattr(self.ws, "close_rcvd", None)
+            if rcvd is not None:
+                self.close_code, self.close_reason = rcvd.code, rcvd.reason
+            else:
+                self.close_code = getattr(self.ws, "close_code", None)
+                self.close_reason = getattr(self.ws, "close_reason", None)
+            self._arrived.set()
+
+    # -- sending ----------------------------------------------------------------------
+    async def send(self, event: Any) -> None:
+        """Sends a dict as JSON text; a str or bytes as is (for malformed input)."""
+        if isinstance(event, (dict, list)):
+            await self.ws.send(json.dumps(event, ensure_ascii=False))
+        else:
+            await self.ws.send(event)
+
+    # -- receiving --------------------------------------------------------------------
+    async def _wait_for_more(self, deadline: float) -> bool:
+        """Waits until an event beyond `pos` exists; False on timeout or close."""
+        while self.pos >= len(self.events):
+            if self.closed:
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._arrived.clear()
+            if self.pos < len(self.events) or self.closed:
+                continue
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return self.pos < len(self.events)
+        return True
+
+    async def recv(self, timeout: float = 5.0) -> dict:
+        deadline = time.monotonic() + timeout
+        if not await self._wait_for_more(deadline):
+            state = f"closed (code {self.close_code} {self.close_reason!r})" if self.closed else f"nothing in {timeout}s"
+            raise AssertionError(f"{self.name}: no event: {state}")
+        event = self.events[self.pos]
+        self.pos += 1
+        return event
+
+    async def recv_until(self, predicate: Callable[[dict], bool], timeout: float = 5.0, what: str = "") -> dict:
+        """Consumes events until one matches; returns it. Fails with what was seen."""
+        deadline = time.monotonic() + timeout
+        skipped: list[dict] = []
+        while True:
+            if not await self._wait_for_more(deadline):
+                state = f"closed (code {self.close_code} {self.close_reason!r})" if self.closed else f"timeout {timeout}s"
+                raise AssertionError(f"{self.name}: no event matching {what or predicate} ({state}); skipped: {skipped}")
+            event = self.events[self.pos]
+            self.pos += 1
+            if predicate(event):
+                return event
+            skipped.append(event)
+
+    async def recv_type(self, type_: str, timeout: float = 5.0, **fields: Any) -> dict:
+        return await self.recv_until(lambda e: e.get("type") == type_ and all(e.get(k) == v for k, v in fields.items()),
+                                     timeout, what=f"type={type_} {fields}")
+
+    def peek(self, predicate: Callable[[dict], bool] = lambda e: True) -> list[dict]:
+        """Not yet consumed events matching `predicate`."""
+        return [e for e in self.events[self.pos:] if predicate(e)]
+
+    def seen(self, predicate: Callable[[dict], bool] = lambda e: True) -> list[dict]:
+        """Every event received so far matching `predicate`."""
+        return [e for e in self.events if predicate(e)]
+
+    async def expect_none(self, predicate: Callable[[dict], bool], duration: float = 0.5, what: str = "") -> None:
+        """Asserts that no unconsumed event matching `predicate` arrives within
+        `duration` s (events already waiting count too). Consumes nothing."""
+        start = self.pos
+        await asyncio.sleep(duration)
+        bad = [e for e in self.events[start:] if predicate(e)]
+        assert not bad, f"{self.name}: unexpected {what or 'event'}: {bad}"
+
+    async def ping(self, timeout: float = 5.0) -> None:
+        """Sends `ping`, asserts a `pong` arrives (consuming up to it)."""
+        await self.send({"type": "ping"})
+        await self.recv_type("pong", timeout)
+
+    async def wait_closed(self, timeout: float = 5.0) -> Optional[int]:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{self.name}: connection not closed within {timeout}s") from None
+        return self.close_code
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(), 3)
+        except Exception:
+            pass
+        if not self._reader.done():
+            self._reader.cancel()
+        try:
+            await asyncio.wait_for(asyncio.gather(self._reader, return_exceptions=True), 3)
+        except Exception:
+            pass
+
+    async def __aenter__(self) -> "WSClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"WSClient({self.name}, {len(self.events)} events, pos={self.pos}, closed={self.closed})"
+
+
+class Clients:
+    """Closes every client it opened (use as `async with Clients() as c:`)."""
+
+    def __init__(self) -> None:
+        self.all: list[WSClient] = []
+
+    async def session(self, node_or_url: Any, token: str, rooms: Optional[Iterable[str]] = None,
+                      cursor: Optional[str] = None, name: str = "") -> "tuple[WSClient, dict]":
+        ws_url = node_or_url.ws_url if hasattr(node_or_url, "ws_url") else node_or_url
+        client, welcome = await WSClient.session(ws_url, token, rooms, cursor, name=name)
+        self.all.append(client)
+        return client, welcome
+
+    async def user(self, node: Any, nickname: Optional[str] = None, avatar: str = "1.jpg",
+                   rooms: Optional[Iterable[str]] = None) -> "tuple[WSClient, dict, dict]":
+        """Logs in a fresh nickname and connects: (client, welcome, login body)."""
+        nickname = nickname or unique_name()
+        creds = login(node.url, nickname, avatar)
+        client, welcome = await self.session(node, creds["token"], rooms, name=nickname)
+        return client, welcome, creds
+
+    def track(self, client: WSClient) -> WSClient:
+        self.all.append(client)
+        return client
+
+    async def __aenter__(self) -> "Clients":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.gather(*(c.close() for c in self.all), return_exceptions=True)
+
+
+# --------------------------------------------------------------------------------------
+# Cursor
+# --------------------------------------------------------------------------------------
+
+
+class CursorTracker:
+    """The cursor a client keeps (text form documented in the server's Cursor.swift /
+    docs/protocol.md): comma-separated `r.<room>@<id>` and `u@<id>`. Seeded from
+    `welcome.cursor`, advanced by the id of every `message` (its room) and `private`
+    (the own stream)."""
+
+    def __init__(self, text: str = "") -> None:
+        self.rooms: dict[str, str] = {}
+        self.user: Optional[str] = None
+        for entry in filter(None, text.split(",")):
+            name, _, ident = entry.rpartition("@")
+            assert MESSAGE_ID.match(ident), f"bad cursor entry {entry!r} in {text!r}"
+            if name == "u":
+                self.user = ident
+            else:
+                assert name.startswith("r."), f"bad cursor entry {entry!r} in {text!r}"
+                self.rooms[name[2:]] = ident
+
+    @staticmethod
+    def _key(ident: str) -> tuple[int, int]:
+        a, b = ident.split("-")
+        return int(a), int(b)
+
+    def observe(self, event: dict) -> None:
+        ident = event.get("id")
+        if not isinstance(ident, str) or not MESSAGE_ID.match(ident):
+            return
+        if event.get("type") == "private" or ("to" in event and "room" not in event):
+            if self.user is None or self._key(ident) > self._key(self.user):
+                self.user = ident
+        elif "room" in event:
+            old = self.rooms.get(event["room"])
+            if old is None or self._key(ident) > self._key(old):
+                self.rooms[event["room"]] = ident
+
+    def __str__(self) -> str:
+        parts = [f"r.{room}@{ident}" for room, ident in sorted(self.rooms.items())]
+        if self.user is not None:
+            parts.append(f"u@{self.user}")
+        return ",".join(parts)
+
+
+def id_key(ident: str) -> tuple[int, int]:
+    assert isinstance(ident, str) and MESSAGE_ID.match(ident), f"not a message id: {ident!r}"
+    a, b = ident.split("-")
+    return int(a), int(b)
+
+
+# --------------------------------------------------------------------------------------
+# Running async bodies from sync tests
+# --------------------------------------------------------------------------------------
+
+
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    """Runs an async test body with a hard timeout, so a test can never hang."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+def is_type(type_: str, **fields: Any) -> Callable[[dict], bool]:
+    return lambda e: e.get("type") == type_ and all(e.get(k) == v for k, v in fields.items())

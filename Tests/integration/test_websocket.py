@@ -1,0 +1,406 @@
+"""Native WebSocket transport on one node: welcome, presence, say, whisper, errors,
+ping (PROTOCOL.md § Events, § Transports)."""
+
+from __future__ import annotations
+
+import time
+
+import switchboard_harness as h
+from switchboard_harness import Clients, WSClient, is_type, login, run
+
+MESSAGE_KEYS = {"type", "id", "room", "from", "text", "ts"}
+PRIVATE_KEYS = {"type", "id", "from", "to", "text", "ts"}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def assert_message(event: dict, *, room: str, nickname: str, avatar: str, text: str) -> None:
+    assert event.get("type") == "message", event
+    assert set(event) == MESSAGE_KEYS, f"message keys: {sorted(event)}"
+    assert h.MESSAGE_ID.match(event["id"]), event
+    assert event["room"] == room, event
+    assert event["from"] == {"nickname": nickname, "avatar": avatar}, event
+    assert event["text"] == text, event
+    assert isinstance(event["ts"], int) and abs(event["ts"] - now_ms()) < 60_000, event
+
+
+def assert_private(event: dict, *, sender: str, avatar: str, to: str, text: str) -> None:
+    assert event.get("type") == "private", event
+    assert set(event) == PRIVATE_KEYS, f"private keys: {sorted(event)}"
+    assert h.MESSAGE_ID.match(event["id"]), event
+    assert event["from"] == {"nickname": sender, "avatar": avatar}, event
+    assert event["to"] == to, event
+    assert event["text"] == text, event
+    assert isinstance(event["ts"], int) and abs(event["ts"] - now_ms()) < 60_000, event
+
+
+def is_message(text: str | None = None):
+    return lambda e: e.get("type") == "message" and (text is None or e.get("text") == text)
+
+
+def is_private(text: str | None = None):
+    return lambda e: e.get("type") == "private" and (text is None or e.get("text") == text)
+
+
+# ------------------------------------------------------------------------------------
+# 3. welcome
+# ------------------------------------------------------------------------------------
+
+
+def test_welcome_is_the_first_event(node):
+    nick = h.unique_name("wel")
+    room = h.unique_room()
+
+    async def body():
+        creds = login(node.url, nick, "7.png")
+        async with Clients() as c:
+            # Give the room some history first, so there is something that could
+            # come before the welcome.
+            other, _, _ = await c.user(node, rooms=[room])
+            await other.send({"type": "say", "room": room, "text": "before", "ref": 1})
+            await other.recv_type("ack", ref=1)
+
+            client = c.track(await WSClient.connect(node.ws_url, creds["token"], rooms=[room], name=nick))
+            first = await client.recv(10)
+            assert first.get("type") == "welcome", f"first event: {first}"
+            assert set(first) == {"type", "nickname", "avatar", "node", "transport", "cursor"}, first
+            assert first["nickname"] == nick
+            assert first["avatar"] == "7.png"
+            assert first["node"] == node.node_id
+            assert first["transport"] == "websocket"
+            assert isinstance(first["cursor"], str)
+            h.CursorTracker(first["cursor"])  # the documented text form
+            # Exactly one welcome.
+            await client.ping()
+            assert len(client.seen(is_type("welcome"))) == 1
+
+    run(body(), 30)
+
+
+def test_welcome_unicode_identity(node):
+    async def body():
+        async with Clients() as c:
+            nick = "东" + h.unique_name("")[1:]
+            _, welcome, _ = await c.user(node, nick, avatar="头像.png")
+            assert welcome["nickname"] == nick and welcome["avatar"] == "头像.png"
+
+    run(body(), 30)
+
+
+# ------------------------------------------------------------------------------------
+# 4. presence, joined, left
+# ------------------------------------------------------------------------------------
+
+
+def test_presence_joined_left(node_factory):
+    fresh = node_factory(node_id="presence-node")  # an empty lobby, exact counts
+    lobby = "lobby"
+
+    async def body():
+        async with Clients() as c:
+            alice, _, acred = await c.user(fresh, h.unique_name("alice"), rooms=[lobby])
+            await alice.recv_type("presence", room=lobby, count=1)
+
+            # Bob joins with a join event.
+            bob, _, bcred = await c.user(fresh, h.unique_name("bob"))
+            bob_nick = bcred["nickname"]
+            await bob.send({"type": "join", "room": lobby, "ref": "j1"})
+            ack = await bob.recv_type("ack", ref="j1")
+            assert ack["type"] == "ack"
+            await bob.recv_type("presence", room=lobby, count=2, timeout=5)
+            await alice.recv_type("joined", room=lobby, nickname=bob_nick)
+            await alice.recv_type("presence", room=lobby, count=2, timeout=5)
+            for e in alice.seen(is_type("joined")) + alice.seen(is_type("left")):
+                assert set(e) == {"type", "room", "nickname"}, e
+            for e in alice.seen(is_type("presence")):
+                assert set(e) == {"type", "room", "count"}, e
+
+            # A second tab of Alice does not change the count (distinct nicknames) and
+            # is not announced as a new member.
+            tab2, _ = await c.session(fresh, acred["token"], rooms=[lobby], name="alice-tab2")
+            await bob.expect_none(lambda e: e.get("type") == "presence" and e.get("count") != 2, 0.8, "presence change")
+            await bob.expect_none(is_type("joined", nickname=acred["nickname"]), 0.01, "joined for a second tab")
+            await tab2.close()
+            await bob.expect_none(is_type("left", nickname=acred["nickname"]), 0.8, "left while another tab stays")
+
+            # Bob leaves with a leave event.
+            await bob.send({"type": "leave", "room": lobby, "ref": "l1"})
+            await bob.recv_type("ack", ref="l1")
+            await alice.recv_type("left", room=lobby, nickname=bob_nick)
+            await alice.recv_type("presence", room=lobby, count=1, timeout=5)
+
+            # Bob comes back via rooms= on a new connection, then disconnects.
+            bob2, _ = await c.session(fresh, bcred["token"], rooms=[lobby], name="bob2")
+            await alice.recv_type("joined", room=lobby, nickname=bob_nick)
+            await alice.recv_type("presence", room=lobby, count=2, timeout=5)
+            await bob2.recv_type("presence", room=lobby, count=2, timeout=5)
+            await bob2.close()
+            await alice.recv_type("left", room=lobby, nickname=bob_nick)
+            await alice.recv_type("presence", room=lobby, count=1, timeout=5)
+            # Nobody announced Alice to herself.
+            assert not alice.seen(is_type("joined", nickname=acred["nickname"]))
+
+    run(body(), 60)
+
+
+# ------------------------------------------------------------------------------------
+# 5. say
+# ------------------------------------------------------------------------------------
+
+
+def test_say_echo_true_stamps_sender_and_acks(node):
+    room = h.unique_room()
+
+    async def body():
+        async with Clients() as c:
+            alice, _, acred = await c.user(node, h.unique_name("alice"), avatar="a.png", rooms=[room])
+            bob, _, bcred = await c.user(node, h.unique_name("bob"), avatar="b.png", rooms=[room])
+            text = "hello 东东 😀 </script>\"\\"
+            await alice.send({
+                "type": "say", "room": room, "text": text, "echo": True, "ref": "r-1",
+                # Spoofing attempts: all must be ignored.
+                "from": {"nickname": bcred["nickname"], "avatar": "evil.png"},
+                "nickname": bcred["nickname"], "avatar": "evil.png", "id": "1-1", "ts": 5,
+            })
+            ack = await alice.recv_type("ack", ref="r-1")
+            mine = await alice.recv_until(is_message(text), what="own echo")
+            theirs = await bob.recv_until(is_message(text), what="room message")
+            for e in (mine, theirs):
+                assert_message(e, room=room, nickname=acred["nickname"], avatar="a.png", text=text)
+            assert mine == theirs
+            assert mine["id"] != "1-1" and mine["ts"] != 5
+            assert ack == {"type": "ack", "ref": "r-1", "id": mine["id"]}
+
+            # Integer refs come back as integers; ids increase.
+            await alice.send({"type": "say", "room": room, "text": "second", "echo": True, "ref": 42})
+            ack2 = await alice.recv_type("ack", ref=42)
+            second = await bob.recv_until(is_message("second"))
+            assert ack2 == {"type": "ack", "ref": 42, "id": second["id"]}
+            assert h.id_key(second["id"]) > h.id_key(mine["id"])
+
+            # Bob's reply is stamped with Bob.
+            await bob.send({"type": "say", "room": room, "text": "reply", "from": {"nickname": acred["nickname"], "avatar": "a.png"}})
+            reply = await alice.recv_until(is_message("reply"))
+            assert_message(reply, room=room, nickname=bcred["nickname"], avatar="b.png", text="reply")
+
+    run(body(), 30)
+
+
+def test_say_without_ref_gets_no_ack(node):
+    room = h.unique_room()
+
+    async def body():
+        async with Clients() as c:
+            alice, _, _ = await c.user(node, rooms=[room])
+            await alice.send({"type": "say", "room": room, "text": "no ref", "echo": True})
+            await alice.recv_until(is_message("no ref"))
+            await alice.ping()
+            assert not alice.seen(is_type("ack")), alice.events
+
+    run(body(), 30)
+
+
+def test_say_echo_false_excludes_all_sender_connections(node):
+    room = h.unique_room()
+
+    async def body():
+        async with Clients() as c:
+            a1, _, acred = await c.user(node, h.unique_name("alice"), rooms=[room])
+            a2, _ = await c.session(node, acred["token"], rooms=[room], name="alice-tab2")
+            bob, _, _ = await c.user(node, h.unique_name("bob"), rooms=[room])
+
+            await a1.send({"type": "say", "room": room, "text": "quiet", "echo": False, "ref": "e1"})
+            ack = await a1.recv_type("ack", ref="e1")
+            got = await bob.recv_until(is_message("quiet"))
+            assert_message(got, room=room, nickname=acred["nickname"], avatar="1.jpg", text="quiet")
+            assert ack == {"type": "ack", "ref": "e1", "id": got["id"]}
+            await a1.expect_none(is_message("quiet"), 0.8, "echo to the sending connection")
+            await a2.expect_none(is_message("quiet"), 0.01, "echo to the sender's other tab")
+
+            # Control: with echo true both tabs get it.
+            await a1.send({"type": "say", "room": room, "text": "loud", "echo": True})
+            await a1.recv_until(is_message("loud"))
+            await a2.recv_until(is_message("loud"))
+            await bob.recv_until(is_message("loud"))
+
+    run(body(), 30)
+
+
+# ------------------------------------------------------------------------------------
+# 6. whisper
+# ------------------------------------------------------------------------------------
+
+
+def test_whisper_reaches_target_and_senders_other_tabs_only(node):
+    async def body():
+        async with Clients() as c:
+            a1, _, acred = await c.user(node, h.unique_name("alice"), avatar="a.png")
+            a2, _ = await c.session(node, acred["token"], name="alice-tab2")
+            bob, _, bcred = await c.user(node, h.unique_name("bob"))
+            carol, _, _ = await c.user(node, h.unique_name("carol"))
+            alice_nick, bob_nick = acred["nickname"], bcred["nickname"]
+
+            await a1.send({"type": "whisper", "to": bob_nick, "text": "psst 东", "ref": "w1",
+                           "from": {"nickname": "carol", "avatar": "x"}})
+            ack = await a1.recv_type("ack", ref="w1")
+            at_bob = await bob.recv_until(is_private("psst 东"), what="whisper at target")
+            at_tab2 = await a2.recv_until(is_private("psst 东"), what="copy at sender's other tab")
+            for e in (at_bob, at_tab2):
+                assert_private(e, sender=alice_nick, avatar="a.png", to=bob_nick, text="psst 东")
+            assert set(ack) == {"type", "ref", "id"}, ack
+            assert ack["id"] in (at_bob["id"], at_tab2["id"]), (ack, at_bob, at_tab2)
+            await a1.expect_none(is_private(), 0.8, "whisper copy on the sending connection")
+            await carol.expect_none(is_private(), 0.01, "whisper at a third user")
+
+            # And back: Bob answers; both of Alice's tabs get it, Bob's sending
+            # connection does not.
+            await bob.send({"type": "whisper", "to": alice_nick, "text": "hi back"})
+            for tab in (a1, a2):
+                e = await tab.recv_until(is_private("hi back"))
+                assert_private(e, sender=bob_nick, avatar="1.jpg", to=alice_nick, text="hi back")
+            await bob.expect_none(is_private("hi back"), 0.5, "whisper echoed to its sender")
+            await carol.expect_none(is_private(), 0.01, "whisper at a third user")
+
+    run(body(), 30)
+
+
+def test_whisper_to_unknown_nickname_is_user_offline(node):
+    async def body():
+        async with Clients() as c:
+            alice, _, _ = await c.user(node)
+            ghost = h.unique_name("ghost")  # never logged in
+            await alice.send({"type": "whisper", "to": ghost, "text": "anyone?", "ref": "u1"})
+            err = await alice.recv_type("error", ref="u1")
+            assert err["code"] == "user_offline", err
+            assert set(err) == {"type", "ref", "code", "message"}, err
+            assert isinstance(err["message"], str)
+            await alice.ping()
+
+    run(body(), 30)
+
+
+# ------------------------------------------------------------------------------------
+# 7. errors, 8. ping
+# ------------------------------------------------------------------------------------
+
+
+def test_errors_carry_ref_and_connection_keeps_working(node):
+    room = h.unique_room()
+    other_room = h.unique_room("notjoined")
+
+    cases = [
+        # (event sent, expected code, ref)
+        ({"type": "say", "room": room, "text": "x" * 4097, "ref": "t1"}, "text_too_long", "t1"),
+        ({"type": "say", "room": room, "text": "😀" * 4097, "ref": "t2"}, "text_too_long", "t2"),
+        ({"type": "whisper", "to": "someone", "text": "y" * 4097, "ref": "t3"}, "text_too_long", "t3"),
+        ({"type": "join", "room": "bad room!", "ref": "r1"}, "invalid_room", "r1"),
+        ({"type": "join", "room": "a" * 65, "ref": "r2"}, "invalid_room", "r2"),
+        ({"type": "join", "room": "", "ref": "r3"}, "invalid_room", "r3"),
+        ({"type": "join", "room": "东东", "ref": "r4"}, "invalid_room", "r4"),
+        ({"type": "say", "room": "no/slash", "text": "hi", "ref": "r5"}, "invalid_room", "r5"),
+        ("{not json", "invalid_message", None),
+        ('{"type": "say", "room": ', "invalid_message", None),
+        ({"type": "dance", "ref": 7}, "invalid_message", 7),
+        ({"ref": "nt", "room": room}, "invalid_message", "nt"),
+        ({"type": "say", "room": other_room, "text": "hi", "ref": "nj"}, "not_joined", "nj"),
+    ]
+
+    async def body():
+        async with Clients() as c:
+            alice, _, _ = await c.user(node, rooms=[room])
+            bob, _, _ = await c.user(node, rooms=[room])
+            for sent, code, ref in cases:
+                await alice.send(sent)
+                err = await alice.recv_until(lambda e: e.get("type") in ("error", "ack", "message"),
+                                             what=f"answer to {str(sent)[:60]}")
+                assert err.get("type") == "error", f"{str(sent)[:80]} → {err}"
+                assert err["code"] == code, f"{str(sent)[:80]} → {err}"
+                assert isinstance(err.get("message"), str) and err["message"], err
+                if ref is None:
+                    assert err.get("ref") is None, err
+                    assert set(err) <= {"type", "ref", "code", "message"}, err
+                else:
+                    assert err.get("ref") == ref and type(err["ref"]) is type(ref), err
+                    assert set(err) == {"type", "ref", "code", "message"}, err
+                # The connection still works.
+                await alice.send({"type": "ping"})
+                nxt = await alice.recv(5)
+                assert nxt == {"type": "pong"}, f"after {str(sent)[:60]}: {nxt}"
+            # Nothing happened for anyone else, and Alice did not join anything.
+            await bob.expect_none(lambda e: e.get("type") in ("message", "private", "joined"), 0.5, "effect of a refused event")
+            assert not alice.seen(is_type("message"))
+
+            # Boundary: exactly 4096 scalars (astral, 16 KiB of UTF-8) is accepted.
+            long_text = "😀" * 4096
+            await alice.send({"type": "say", "room": room, "text": long_text, "ref": "ok"})
+            ack = await alice.recv_type("ack", ref="ok")
+            got = await bob.recv_until(is_message(long_text))
+            assert ack["id"] == got["id"]
+
+    run(body(), 60)
+
+
+def test_ping_pong(node):
+    async def body():
+        async with Clients() as c:
+            alice, _, _ = await c.user(node)
+            await alice.send({"type": "ping"})
+            assert await alice.recv(5) == {"type": "pong"}
+            await alice.send({"type": "ping", "ref": "p1"})
+            got = [await alice.recv(5), await alice.recv(5)]
+            assert {"type": "pong"} in got, got
+            acks = [e for e in got if e.get("type") == "ack"]
+            assert len(acks) == 1 and acks[0]["ref"] == "p1", got
+
+    run(body(), 30)
+
+
+# ------------------------------------------------------------------------------------
+# 10. isolation
+# ------------------------------------------------------------------------------------
+
+
+def test_bad_events_do_not_affect_other_users(node):
+    room = h.unique_room()
+
+    async def body():
+        async with Clients() as c:
+            alice, _, acred = await c.user(node, rooms=[room])
+            bob, _, _ = await c.user(node, rooms=[room])
+            garbage = [
+                "garbage", b"\x00\x01binary frame", "[1,2,3]", "null", "42", '"str"',
+                '{"type": "say"}', '{"type": "say", "room": "%s"}' % room,
+                '{"type": "say", "room": "%s", "text": 5}' % room,
+                '{"type": "say", "room": "%s", "text": "x", "echo": "yes"}' % room,
+                '{"type": "join", "room": "x", "ref": {"nested": true}}',
+                '{"type": "ping", "ref": "%s"}' % ("r" * 100),
+                "\ud800".encode("utf-8", "surrogatepass"),  # invalid UTF-8 as binary
+            ]
+            for g in garbage:
+                await alice.send(g)
+            # Alice got an error for each; no message went out.
+            for _ in garbage:
+                await alice.recv_type("error", timeout=5)
+            await alice.ping()
+            await alice.send({"type": "say", "room": room, "text": "valid after garbage", "ref": "v"})
+            await alice.recv_type("ack", ref="v")
+            got = await bob.recv_until(is_message("valid after garbage"))
+            assert_message(got, room=room, nickname=acred["nickname"], avatar="1.jpg", text="valid after garbage")
+            assert not bob.seen(is_type("error")), bob.seen(is_type("error"))
+            assert [e["text"] for e in bob.seen(is_type("message"))] == ["valid after garbage"]
+
+            # A client that sends an oversized frame (> 64 KiB) may be cut off, but
+            # nobody else is.
+            carol, _, _ = await c.user(node, rooms=[room])
+            try:
+                await carol.send("x" * 200_000)
+            except Exception:
+                pass
+            await alice.send({"type": "say", "room": room, "text": "still here"})
+            await bob.recv_until(is_message("still here"))
+            await alice.ping()
+            await bob.ping()
+
+    run(body(), 30)
