@@ -184,8 +184,9 @@ public final class ChatService: Sendable {
                         $0.envelope.excludeNickname != identity.nickname
                             && $0.envelope.excludeConnection != subscriber.connectionID
                     }
-                } else if let head = try await broker.head(of: stream) {
-                    welcomeCursor.advance(stream, to: head)
+                } else {
+                    // Empty streams start at 0-0, so a resume gets their first message too.
+                    welcomeCursor.advance(stream, to: try await broker.head(of: stream) ?? .zero)
                 }
             }
             let welcome = ServerEvent.welcome(
@@ -271,7 +272,7 @@ public final class ChatService: Sendable {
         case nil:
             throw EventError(.tooManyRooms, "at most \(configuration.maxRoomsPerConnection) rooms per connection")
         case false?:
-            return try await broker.head(of: .room(room))
+            return try await broker.head(of: .room(room)) ?? .zero
         case true?:
             break
         }
@@ -285,7 +286,7 @@ public final class ChatService: Sendable {
                 Envelope(.joined(room: room, nickname: nickname), excludeConnection: session.connectionID), to: .room(room))
         }
         presence.markDirty(room)
-        return try await broker.head(of: .room(room))
+        return try await broker.head(of: .room(room)) ?? .zero
     }
 
     func leave(_ room: RoomName, session: Session) async {

@@ -63,9 +63,16 @@ def node(switchboard_binary: str) -> Iterator[h.SwitchboardNode]:
 
 @pytest.fixture(autouse=True)
 def _node_still_running(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
+    """The shared node must survive every test. A test that kills it fails (at
+    teardown, with the crash report); the next test gets a restarted node instead of
+    failing in cascade."""
+    n: h.SwitchboardNode | None = None
     if "node" in request.fixturenames:
-        n: h.SwitchboardNode = request.getfixturevalue("node")
+        n = request.getfixturevalue("node")
+        if not n.running:
+            n.restart()
+    yield
+    if n is not None:
         assert n.running, f"the shared node died during the test (code {n.returncode}); log:\n{n.stderr()}"
 
 

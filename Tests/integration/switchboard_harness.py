@@ -138,13 +138,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_CRASH_MARKERS = ("Fatal error", "Precondition failed", "Assertion failed", "*** Program crashed", "*** Signal")
+
+
 def _tail(path: Path, limit: int = 6000) -> str:
+    """The end of a log; when it holds a Swift crash report, its first lines (the
+    reason and the crashed thread's top frames) instead of the other threads' stacks."""
     try:
         data = path.read_bytes()
     except OSError:
         return "<no log>"
-    text = data[-limit:].decode("utf-8", "replace")
-    return text if len(data) <= limit else "…" + text
+    text = data.decode("utf-8", "replace")
+    last_start = text.rfind("\n=== start ")
+    if last_start > 0:  # only the current run of a restarted process
+        text = text[last_start + 1:]
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(marker in line for marker in _CRASH_MARKERS):
+            start = max(0, i - 15)
+            crashed = next((j for j in range(i, len(lines)) if lines[j].startswith("Thread ") and lines[j].rstrip().endswith("crashed:")), i)
+            head = lines[start:i + 5] + ["…"] + lines[crashed:crashed + 25]
+            return "\n".join(head)[: limit * 2]
+    tail = text[-limit:]
+    return tail if len(text) <= limit else "…" + tail
 
 
 _log_dir: Optional[Path] = None
