@@ -11,6 +11,7 @@ public final class ChatService: Sendable {
     private let logger: Logger
     private let clock: @Sendable () -> Int64
     let presence: PresenceTracker
+    private let statelessLimiter: SessionRateLimiter
     private let state = Mutex(State())
 
     struct State {
@@ -32,6 +33,7 @@ public final class ChatService: Sendable {
         self.signer = signer
         self.logger = logger
         self.clock = clock
+        self.statelessLimiter = SessionRateLimiter(rate: configuration.ratePerSecond, burst: configuration.rateBurst)
         self.presence = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: clock)
     }
 
@@ -167,28 +169,8 @@ public final class ChatService: Sendable {
         do {
             try await attach(subscriber, to: .user(identity.nickname))
             for room in Set(rooms) { try await join(room, session: session) }
-            var welcomeCursor = Cursor()
-            var backlog: [StreamEntry] = []
-            var resets: [ServerEvent] = []
-            let streams: [StreamKey] = [.user(identity.nickname)] + Set(rooms).sorted().map { .room($0) }
-            for stream in streams {
-                if let after = cursor?[stream] {
-                    welcomeCursor.advance(stream, to: after)
-                    let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
-                    if page.gap {
-                        var room: RoomName?
-                        if case .room(let name) = stream { room = name }
-                        resets.append(.reset(room: room, cursor: ""))
-                    }
-                    backlog += page.entries.filter {
-                        $0.envelope.excludeNickname != identity.nickname
-                            && $0.envelope.excludeConnection != subscriber.connectionID
-                    }
-                } else {
-                    // Empty streams start at 0-0, so a resume gets their first message too.
-                    welcomeCursor.advance(stream, to: try await broker.head(of: stream) ?? .zero)
-                }
-            }
+            let (backlog, resets, welcomeCursor) = try await catchUp(
+                identity, rooms: rooms, after: cursor, connection: subscriber.connectionID)
             let welcome = ServerEvent.welcome(
                 nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport,
                 cursor: welcomeCursor.description)
@@ -198,6 +180,40 @@ public final class ChatService: Sendable {
             if let error = error as? EventError { throw error }
             throw EventError(.unavailable, "the cluster backend is unavailable")
         }
+    }
+
+    /// Reads what a client following `rooms` and its own private stream missed after
+    /// `cursor`: the entries to send (exclusions applied), `reset`s for streams whose
+    /// window it fell behind, and its cursor (streams it had no position for start at
+    /// their head; empty streams at `0-0`). Call after subscribing.
+    public func catchUp(
+        _ identity: Identity, rooms: [RoomName], after cursor: Cursor?, connection: ConnectionID?
+    ) async throws -> (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor) {
+        var position = Cursor()
+        var backlog: [StreamEntry] = []
+        var resets: [ServerEvent] = []
+        let streams: [StreamKey] = [.user(identity.nickname)] + Set(rooms).sorted().map { .room($0) }
+        for stream in streams {
+            if let after = cursor?[stream] {
+                position.advance(stream, to: after)
+                let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
+                if page.gap {
+                    var room: RoomName?
+                    if case .room(let name) = stream { room = name }
+                    resets.append(.reset(room: room, cursor: ""))
+                }
+                for entry in page.entries
+                where entry.envelope.excludeNickname != identity.nickname
+                    && (entry.envelope.excludeConnection == nil || entry.envelope.excludeConnection != connection)
+                {
+                    backlog.append(entry)
+                }
+            } else {
+                // Empty streams start at 0-0, so a resume gets their first message too.
+                position.advance(stream, to: try await broker.head(of: stream) ?? .zero)
+            }
+        }
+        return (backlog, resets, position)
     }
 
     /// Ends a session: leaves its rooms, drops its subscriptions when it was the last
@@ -226,8 +242,6 @@ public final class ChatService: Sendable {
         }
         do {
             switch event.kind {
-            case .ping:
-                return event.ref == nil ? [.pong] : [.pong, .ack(ref: event.ref, id: nil)]
             case .join(let room):
                 let head = try await join(room, session: session)
                 let count = try await broker.presenceCount(of: room, now: clock())
@@ -238,24 +252,13 @@ public final class ChatService: Sendable {
                 }
                 await leave(room, session: session)
                 return [.ack(ref: event.ref, id: nil)]
-            case .say(let room, let text, let echo):
+            case .say(let room, _, _):
                 guard session.rooms.contains(room) else {
                     return [.error(ref: event.ref, code: .notJoined, message: "join \(room) before speaking in it")]
                 }
-                let message = ServerEvent.message(id: nil, room: room, from: session.identity.sender, text: text, ts: clock())
-                let envelope = Envelope(message, excludeNickname: echo ? nil : session.identity.nickname)
-                let ids = try await broker.publish(envelope, to: [.room(room)])
-                return [.ack(ref: event.ref, id: ids.first)]
-            case .whisper(let to, let text):
-                guard try await broker.nicknameHolder(to) != nil else {
-                    return [.error(ref: event.ref, code: .userOffline, message: "\(to) is not online")]
-                }
-                let me = session.identity.nickname
-                let message = ServerEvent.privateMessage(id: nil, from: session.identity.sender, to: to, text: text, ts: clock())
-                let envelope = Envelope(message, excludeConnection: session.connectionID)
-                let streams: [StreamKey] = to == me ? [.user(me)] : [.user(to), .user(me)]
-                let ids = try await broker.publish(envelope, to: streams)
-                return [.ack(ref: event.ref, id: ids.last)]
+                return try await perform(event, identity: session.identity, connection: session.connectionID)
+            case .whisper, .ping:
+                return try await perform(event, identity: session.identity, connection: session.connectionID)
             }
         } catch let error as EventError {
             return [.error(error)]
@@ -263,6 +266,64 @@ public final class ChatService: Sendable {
             logger.warning("broker call failed", metadata: ["session.id": "\(session.connectionID)", "error": "\(error)"])
             return [.error(ref: event.ref, code: .unavailable, message: "the cluster backend is unavailable; not delivered")]
         }
+    }
+
+    /// Handles an event sent without a connection (`/api/send` for polling, SSE and
+    /// JSONP clients): `say` is accepted for any room (rooms are open; the `from` is the
+    /// token's), `join` answers the room's newest id (the cursor to poll it from), `leave`
+    /// is acknowledged. Rate-limited per session.
+    public func handleStateless(_ event: ClientEvent, identity: Identity) async -> [ServerEvent] {
+        guard statelessLimiter.take(identity.session) else {
+            return [.error(ref: event.ref, code: .rateLimited, message: "too many events; slow down")]
+        }
+        do {
+            switch event.kind {
+            case .join(let room):
+                return [.ack(ref: event.ref, id: try await broker.head(of: .room(room)) ?? .zero)]
+            case .leave:
+                return [.ack(ref: event.ref, id: nil)]
+            case .say, .whisper, .ping:
+                return try await perform(event, identity: identity, connection: nil)
+            }
+        } catch let error as EventError {
+            return [.error(error)]
+        } catch {
+            return [.error(ref: event.ref, code: .unavailable, message: "the cluster backend is unavailable; not delivered")]
+        }
+    }
+
+    /// say, whisper and ping: the parts that need no connection state.
+    private func perform(_ event: ClientEvent, identity: Identity, connection: ConnectionID?) async throws -> [ServerEvent] {
+        switch event.kind {
+        case .ping:
+            return event.ref == nil ? [.pong] : [.pong, .ack(ref: event.ref, id: nil)]
+        case .say(let room, let text, let echo):
+            let message = ServerEvent.message(id: nil, room: room, from: identity.sender, text: text, ts: clock())
+            let envelope = Envelope(message, excludeNickname: echo ? nil : identity.nickname)
+            let ids = try await broker.publish(envelope, to: [.room(room)])
+            return [.ack(ref: event.ref, id: ids.first)]
+        case .whisper(let to, let text):
+            guard try await broker.nicknameHolder(to) != nil else {
+                return [.error(ref: event.ref, code: .userOffline, message: "\(to) is not online")]
+            }
+            let me = identity.nickname
+            let message = ServerEvent.privateMessage(id: nil, from: identity.sender, to: to, text: text, ts: clock())
+            let envelope = Envelope(message, excludeConnection: connection)
+            let streams: [StreamKey] = to == me ? [.user(me)] : [.user(to), .user(me)]
+            let ids = try await broker.publish(envelope, to: streams)
+            return [.ack(ref: event.ref, id: ids.last)]
+        case .join, .leave:
+            return []
+        }
+    }
+
+    /// `POST /api/publish`: an application event to a room or a nickname, stored and
+    /// delivered cluster-wide. Returns its id.
+    public func publishApplicationEvent(target: StreamKey, fields: [String: JSONValue]) async throws -> MessageID? {
+        var fields = fields
+        if fields["type"] == nil { fields["type"] = .string("event") }
+        let ids = try await broker.publish(Envelope(.application(id: nil, target: target, fields: fields)), to: [target])
+        return ids.first
     }
 
     /// Joins `room`; returns the room's newest id (the client's cursor for it).

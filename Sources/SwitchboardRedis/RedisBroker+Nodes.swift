@@ -21,7 +21,9 @@ extension RedisBroker {
     /// - Parameters:
     ///   - ttlMilliseconds: how long the connection count is kept without a new heartbeat.
     ///   - now: Unix ms.
-    public func heartbeat(node: String, connections: Int, ttlMilliseconds: Int64 = 30_000, now: Int64 = unixMilliseconds()) async throws {
+    public func heartbeat(node: String, connections: Int, ttlMilliseconds: Int64 = 30_000, now: Int64 = unixMilliseconds())
+        async throws
+    {
         _ = try await evaluate(
             .heartbeat, keys: [keys.nodes, keys.node(node)],
             arguments: [bytes(String(now)), bytes(node), bytes(String(connections)), bytes(String(max(1, ttlMilliseconds)))])
@@ -30,7 +32,8 @@ extension RedisBroker {
     /// Nodes whose last heartbeat is at most `maxAge` ms old, oldest heartbeat first;
     /// older ones are removed from `sb:nodes`.
     public func liveNodes(maxAge: Int64 = 30_000, now: Int64 = unixMilliseconds()) async throws -> [RedisNodeStatus] {
-        let reply = try await evaluate(.liveNodes, keys: [keys.nodes], arguments: [bytes(String(now - maxAge)), bytes(keys.node(""))])
+        let reply = try await evaluate(
+            .liveNodes, keys: [keys.nodes], arguments: [bytes(String(now - maxAge)), bytes(keys.node(""))])
         guard let flat = reply.array, flat.count % 3 == 0 else { throw malformed("liveNodes", reply) }
         return try stride(from: 0, to: flat.count, by: 3).map { index in
             guard let id = flat[index].text, let score = flat[index + 1].text.flatMap({ Double($0) }) else {

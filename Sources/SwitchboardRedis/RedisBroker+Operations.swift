@@ -57,7 +57,8 @@ extension RedisBroker {
                         : continuation.resume(returning: nil)
                 }
                 let command = RedisCommand([subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", channel])
-                subscriber.enqueue(RedisRequest(command: command) { result in continuation.resume(with: result.map { Optional($0) }) })
+                subscriber.enqueue(
+                    RedisRequest(command: command) { result in continuation.resume(with: result.map { Optional($0) }) })
             }
         }
     }
@@ -81,7 +82,9 @@ extension RedisBroker {
             guard let pair = item.array, pair.count == 2, let idText = pair[0].text, let id = MessageID(idText),
                 let fields = pair[1].array, let envelope = Self.envelope(in: fields)
             else {
-                logger.warning("undecodable history entry skipped", metadata: ["redis.key": "\(keys.history(stream))", "redis.reply": "\(item)"])
+                logger.warning(
+                    "undecodable history entry skipped",
+                    metadata: ["redis.key": "\(keys.history(stream))", "redis.reply": "\(item)"])
                 continue
             }
             entries.append(StreamEntry(stream: stream, id: id, envelope: envelope))
@@ -104,14 +107,17 @@ extension RedisBroker {
 
     public func setPresence(_ entries: [PresenceEntry], expiresAt: Int64) async throws {
         guard !entries.isEmpty else { return try checkRunning() }
-        let arguments = [bytes(String(expiresAt)), bytes(String(configuration.presenceKeyMargin))] + entries.map { bytes(keys.presenceMember($0)) }
+        let arguments =
+            [bytes(String(expiresAt)), bytes(String(configuration.presenceKeyMargin))]
+            + entries.map { bytes(keys.presenceMember($0)) }
         _ = try await evaluate(.setPresence, keys: entries.map { keys.presence($0.room) }, arguments: arguments)
     }
 
     public func removePresence(_ entries: [PresenceEntry]) async throws {
         guard !entries.isEmpty else { return try checkRunning() }
         _ = try await evaluate(
-            .removePresence, keys: entries.map { keys.presence($0.room) }, arguments: entries.map { bytes(keys.presenceMember($0)) })
+            .removePresence, keys: entries.map { keys.presence($0.room) },
+            arguments: entries.map { bytes(keys.presenceMember($0)) })
     }
 
     public func presenceCount(of room: RoomName, now: Int64) async throws -> Int {
@@ -122,7 +128,8 @@ extension RedisBroker {
 
     public func claimNickname(_ nickname: Nickname, session: String, ttlSeconds: Int) async throws -> Bool {
         let ttl = Int64(min(max(1, ttlSeconds), Int(Int32.max))) * 1000
-        let reply = try await evaluate(.claimNickname, keys: [keys.nickname(nickname)], arguments: [bytes(session), bytes(String(ttl))])
+        let reply = try await evaluate(
+            .claimNickname, keys: [keys.nickname(nickname)], arguments: [bytes(session), bytes(String(ttl))])
         guard let claimed = reply.integer else { throw malformed("claimNickname", reply) }
         return claimed == 1
     }

@@ -82,7 +82,9 @@ public final class RedisBroker: Broker {
     ///   - url: the Redis server.
     ///   - keyPrefix: prefix of every key and channel.
     ///   - historyLimit: entries kept per stream.
-    public convenience init(url: RedisURL, keyPrefix: String = "sb:", historyLimit: Int = 1000, logger: Logger = Logger(label: "switchboard.redis")) {
+    public convenience init(
+        url: RedisURL, keyPrefix: String = "sb:", historyLimit: Int = 1000, logger: Logger = Logger(label: "switchboard.redis")
+    ) {
         self.init(configuration: Configuration(url: url, keyPrefix: keyPrefix, historyLimit: historyLimit), logger: logger)
     }
 
@@ -176,7 +178,11 @@ public final class RedisBroker: Broker {
                 return (nil, nil)
             }
             if let event {
-                logger.info("redis broker \(ready: event)")
+                if case .disconnected = event {
+                    logger.warning("redis broker disconnected: live delivery stopped")
+                } else {
+                    logger.info("redis broker reconnected: every subscription is active again")
+                }
                 handler?(event)
             }
         }
@@ -235,15 +241,5 @@ public final class RedisBroker: Broker {
 
     func checkRunning() throws(BrokerError) {
         if state.withLock({ $0.stopped }) { throw BrokerError.unavailable("broker stopped") }
-    }
-}
-
-extension DefaultStringInterpolation {
-    fileprivate mutating func appendInterpolation(ready event: BrokerEvent) {
-        switch event {
-        case .disconnected: appendLiteral("disconnected")
-        case .reconnected: appendLiteral("reconnected")
-        case .message: appendLiteral("message")
-        }
     }
 }

@@ -1,3 +1,7 @@
+import Logging
+import SwitchboardCore
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,9 +9,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Logging
-import SwitchboardCore
-import Synchronization
 
 /// Called with a command's reply, or with `unavailable` when the connection is down or
 /// lost before the reply came. Runs on the connection's thread: it must not block.
@@ -95,7 +96,8 @@ final class RedisConnection: Sendable {
         }
         let wakeFD = fds[0]
         let name = "redis-" + configuration.label.prefix(9)
-        guard spawnThread(name: String(name), { RedisConnectionLoop(connection: self, hooks: hooks, wakeFD: wakeFD).run() }) else {
+        guard spawnThread(name: String(name), { RedisConnectionLoop(connection: self, hooks: hooks, wakeFD: wakeFD).run() })
+        else {
             state.withLock { state in
                 state.phase = .stopped
                 state.threadRunning = false

@@ -1,3 +1,7 @@
+import CHiredis
+import Logging
+import SwitchboardCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,9 +9,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CHiredis
-import Logging
-import SwitchboardCore
 
 /// The thread side of a `RedisConnection`: owns the hiredis context and the replies
 /// awaited, and is only ever touched by its own thread (hence not `Sendable`).
@@ -65,7 +66,9 @@ final class RedisConnectionLoop {
             if wasReady {
                 logger.warning("redis connection lost, reconnecting", metadata: ["redis.error": "\(reason)"])
             } else if failures == 1 {
-                logger.warning("cannot connect to redis, retrying", metadata: ["redis.error": "\(reason)", "redis.url": "\(configuration.url)"])
+                logger.warning(
+                    "cannot connect to redis, retrying",
+                    metadata: ["redis.error": "\(reason)", "redis.url": "\(configuration.url)"])
             } else {
                 logger.debug("cannot connect to redis", metadata: ["redis.error": "\(reason)", "redis.attempt": "\(failures)"])
             }
@@ -104,6 +107,7 @@ final class RedisConnectionLoop {
         self.context = context
         if context.pointee.err != 0 { return Self.errorText(context) }
         let fd = context.pointee.fd
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let deadline = ContinuousClock.now + configuration.connectTimeout
         while true {
             let remaining = deadline - ContinuousClock.now
@@ -287,31 +291,4 @@ private func milliseconds(_ duration: Duration) -> Int32 {
     let (seconds, attoseconds) = duration.components
     let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
     return Int32(clamping: max(0, ms + (attoseconds % 1_000_000_000_000_000 > 0 ? 1 : 0)))
-}
-
-/// A first-in first-out queue with O(1) amortised operations.
-struct FIFO<Element> {
-    private var storage: [Element] = []
-    private var head = 0
-
-    var isEmpty: Bool { head == storage.count }
-    var first: Element? { isEmpty ? nil : storage[head] }
-
-    mutating func append(_ element: Element) {
-        storage.append(element)
-    }
-
-    mutating func popFirst() -> Element? {
-        guard head < storage.count else { return nil }
-        let element = storage[head]
-        head += 1
-        if head == storage.count {
-            storage.removeAll(keepingCapacity: true)
-            head = 0
-        } else if head >= 1024, head * 2 >= storage.count {
-            storage.removeFirst(head)
-            head = 0
-        }
-        return element
-    }
 }

@@ -18,7 +18,9 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
 
     public static let defaultPort = 6379
 
-    public init(host: String, port: Int = RedisURL.defaultPort, username: String? = nil, password: String? = nil, database: Int = 0) {
+    public init(
+        host: String, port: Int = RedisURL.defaultPort, username: String? = nil, password: String? = nil, database: Int = 0
+    ) {
         self.host = host
         self.port = port
         self.username = username
@@ -31,6 +33,7 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     public init(_ string: String) throws(ParseError) {
         func fail(_ why: String) -> ParseError { ParseError(description: "invalid Redis URL '\(Self.redacted(string))': \(why)") }
         let scheme = "redis://"
+        if string.lowercased().hasPrefix("rediss://") { throw fail("TLS (rediss://) is not supported by hiredis 0.14") }
         guard string.lowercased().hasPrefix(scheme) else { throw fail("it must start with redis://") }
         var rest = Substring(string.dropFirst(scheme.count))
         if let query = rest.firstIndex(where: { $0 == "?" || $0 == "#" }) {
@@ -77,7 +80,9 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             host = rest
         }
         guard !host.isEmpty else { throw fail("the host is missing") }
-        guard !host.contains(where: { $0 == " " || $0 == "@" || $0 == "/" }) else { throw fail("the host '\(host)' is malformed") }
+        guard !host.contains(where: { $0 == " " || $0 == "@" || $0 == "/" }) else {
+            throw fail("the host '\(host)' is malformed")
+        }
         var port = Self.defaultPort
         if let portText {
             guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(portText),

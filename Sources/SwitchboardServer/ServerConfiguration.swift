@@ -17,6 +17,10 @@ public struct ServerConfiguration: Sendable {
     /// Frames a connection may have queued while its socket is not writable before it
     /// is disconnected as a slow consumer.
     public var maxQueuedFrames = 1024
+    /// Keep-alive interval of SSE and iframe streams (≤ 15 s).
+    public var streamKeepAlive: Duration = .seconds(15)
+    /// A polling client counts as online in its rooms for this long after its last poll.
+    public var pollPresenceWindow: Duration = .seconds(40)
     /// WebSocket ping interval.
     public var pingInterval: Duration = .seconds(25)
 

@@ -10,6 +10,7 @@ public struct SwitchboardServer: Sendable {
     public let configuration: ServerConfiguration
     public let chat: ChatService
     private let logger: Logger
+    let pollSessions: PollSessions
 
     public init(configuration: ServerConfiguration, broker: any Broker, logger: Logger) {
         self.configuration = configuration
@@ -17,6 +18,7 @@ public struct SwitchboardServer: Sendable {
         self.chat = ChatService(
             configuration: configuration.chat, broker: broker, hub: Hub(),
             signer: TokenSigner(secrets: configuration.secrets), logger: logger)
+        self.pollSessions = PollSessions(chat: chat, window: configuration.pollPresenceWindow)
     }
 
     /// The router with every route of PROTOCOL.md served so far.
@@ -27,6 +29,10 @@ public struct SwitchboardServer: Sendable {
         OperationsRoutes(chat: chat).register(on: router)
         StaticRoutes().register(on: router)
         WebSocketTransport(chat: chat, configuration: configuration).register(on: router)
+        StreamTransport(chat: chat, configuration: configuration).register(on: router)
+        PollTransport(chat: chat, sessions: pollSessions, configuration: configuration).register(on: router)
+        SendRoutes(chat: chat, configuration: configuration).register(on: router)
+        PublishRoutes(chat: chat, configuration: configuration).register(on: router)
         return router
     }
 
@@ -45,7 +51,7 @@ public struct SwitchboardServer: Sendable {
                         maxFrameSize: configuration.maxMessageBytes,
                         autoPing: .enabled(timePeriod: configuration.pingInterval)))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
-            services: [ChatRunner(chat: chat)],
+            services: [ChatRunner(chat: chat), pollSessions],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

@@ -53,6 +53,36 @@ import Testing
         await pool.shutdownAll()
     }
 
+    @Test func authenticatesAndSelectsOnEveryConnect() async throws {
+        let server = try RedisServer(arguments: ["--requirepass", "s3cret"])
+        defer { server.stop() }
+        let pool = BrokerPool(port: server.port)
+        let broker = pool.make {
+            $0.url.password = "s3cret"
+            $0.url.database = 2
+        }
+        let log = EventLog()
+        try await broker.start(log.record)
+        #expect(broker.isReady)
+        #expect(try await broker.command(["CLIENT", "INFO"]).text?.contains(" db=2 ") == true)
+        try await broker.subscribe(.room(lobby))
+        server.crash()
+        try server.launch()
+        #expect(await broker.waitUntilReady(timeout: .seconds(10)))
+        #expect(try await broker.command(["CLIENT", "INFO"]).text?.contains(" db=2 ") == true, "SELECT again")
+        _ = try await broker.publish(chat("hi"), to: [.room(lobby)])
+        #expect(await log.wait { $0.messages.count == 1 }, "subscriber authenticated again")
+        #expect(try await broker.command(["DBSIZE"]) == .integer(1), "history stream lives in db 2")
+
+        let wrong = pool.make {
+            $0.url.password = "wrong"
+            $0.startTimeout = .milliseconds(300)
+        }
+        try await wrong.start { _ in }
+        #expect(!wrong.isReady, "a rejected password leaves the broker not ready")
+        await pool.shutdownAll()
+    }
+
     @Test func startsWithoutRedisAndConnectsLater() async throws {
         let port = try RedisServer.freePort()
         let pool = BrokerPool(port: port)
@@ -108,7 +138,8 @@ import Testing
         let ids = try await broker.publish(chat("real"), to: [.room(lobby)])
         #expect(await log.wait { $0.messages.count == 1 })
         #expect(log.messages.map(\.1) == [ids[0]], "only the real message is delivered")
-        #expect(try await broker.history(of: .room(lobby), after: nil, limit: 10).entries.map(\.id) == ids, "bad entries are skipped")
+        #expect(
+            try await broker.history(of: .room(lobby), after: nil, limit: 10).entries.map(\.id) == ids, "bad entries are skipped")
         #expect(broker.isReady)
         await pool.shutdownAll()
     }

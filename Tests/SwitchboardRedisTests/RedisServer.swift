@@ -14,10 +14,13 @@ final class RedisServer {
     }
 
     let port: Int
+    private let extraArguments: [String]
     private var process: Process?
 
-    init(port: Int? = nil) throws {
+    /// - Parameter arguments: extra redis-server options, e.g. `["--requirepass", "pw"]`.
+    init(port: Int? = nil, arguments: [String] = []) throws {
         self.port = try port ?? Self.freePort()
+        self.extraArguments = arguments
         try launch()
     }
 
@@ -31,7 +34,7 @@ final class RedisServer {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -1,0 +1,90 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SwitchboardCore
+import Synchronization
+
+/// Parked `PollSubscriber`s, one per (session, rooms) polling this node. A polling client
+/// is online in its rooms while it polls within the presence window; after the window
+/// its subscriber is closed (presence removed, subscriptions dropped).
+final class PollSessions: Service {
+    struct Entry {
+        let subscriber: PollSubscriber
+        let session: Session
+        var activePolls = 0
+        var lastSeen: ContinuousClock.Instant
+    }
+
+    private let chat: ChatService
+    private let window: Duration
+    private let entries = Mutex<[String: Entry]>([:])
+
+    init(chat: ChatService, window: Duration) {
+        self.chat = chat
+        self.window = window
+    }
+
+    static func key(_ identity: Identity, rooms: [RoomName]) -> String {
+        identity.session + "|" + Set(rooms).sorted().map(\.value).joined(separator: ",")
+    }
+
+    /// The parked subscriber for this client, opened on first use; marks a poll active.
+    func acquire(_ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: String) async throws(EventError) -> PollSubscriber {
+        let key = Self.key(identity, rooms: rooms)
+        if let existing = entries.withLock({ entries -> PollSubscriber? in
+            guard var entry = entries[key] else { return nil }
+            entry.activePolls += 1
+            entry.lastSeen = .now
+            entries[key] = entry
+            return entry.subscriber
+        }) {
+            return existing
+        }
+        let subscriber = PollSubscriber(nickname: identity.nickname, eventLoop: eventLoop)
+        let opened = try await chat.open(identity, subscriber: subscriber, transport: transport, rooms: rooms, cursor: nil)
+        let (winner, loser) = entries.withLock { entries -> (PollSubscriber, Session?) in
+            if var entry = entries[key] {
+                entry.activePolls += 1
+                entries[key] = entry
+                return (entry.subscriber, opened.session)
+            }
+            entries[key] = Entry(subscriber: subscriber, session: opened.session, activePolls: 1, lastSeen: .now)
+            return (subscriber, nil)
+        }
+        if let loser { await chat.close(loser) }
+        return winner
+    }
+
+    /// Marks one poll of this client finished.
+    func release(_ identity: Identity, rooms: [RoomName]) {
+        let key = Self.key(identity, rooms: rooms)
+        entries.withLock { entries in
+            guard var entry = entries[key] else { return }
+            entry.activePolls -= 1
+            entry.lastSeen = .now
+            entries[key] = entry
+        }
+    }
+
+    /// Closes subscribers idle for longer than the window.
+    func sweep() async {
+        let now = ContinuousClock.now
+        let expired = entries.withLock { entries -> [Session] in
+            let gone = entries.filter { $0.value.activePolls <= 0 && now - $0.value.lastSeen > window }
+            for key in gone.keys { entries[key] = nil }
+            return gone.values.map(\.session)
+        }
+        for session in expired { await chat.close(session) }
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                await self.sweep()
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SwitchboardCore
+
+/// `GET /poll?token=…&rooms=a,b&cursor=…&wait=25[&callback=fn]`: long-poll (`wait` 1–30 s),
+/// short poll (`wait=0`) and JSONP. Stateless: any poll may land on any node; it reads
+/// history after its cursor (its rooms' parked subscriber is already subscribed — subscribe
+/// first, then read) and only waits when nothing is there. Every pending event comes back
+/// in one batch with the new cursor: `{"cursor":…,"events":[…]}`.
+struct PollTransport {
+    let chat: ChatService
+    let sessions: PollSessions
+    let configuration: ServerConfiguration
+
+    func register(on router: Router<SwitchboardRequestContext>) {
+        router.get("/poll") { request, context in
+            let callback = try request.callback()
+            guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
+            let rooms = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
+            let cursor = try request.cursor()
+            let wait = try request.wait()
+            let transport = callback != nil ? "jsonp" : (wait == 0 ? "short-poll" : "long-poll")
+            let subscriber: PollSubscriber
+            do {
+                subscriber = try await sessions.acquire(identity, rooms: rooms, eventLoop: context.channel.eventLoop, transport: transport)
+            } catch let error as EventError {
+                throw APIError(error)
+            }
+            defer { sessions.release(identity, rooms: rooms) }
+            let (position, events) = try await poll(identity, rooms: rooms, cursor: cursor, wait: wait, subscriber: subscriber, transport: transport)
+            var body: [UInt8] = []
+            body.reserveCapacity(64 + events.reduce(0) { $0 + $1.count + 1 })
+            if let callback { body += Array(callback.utf8) + [UInt8(ascii: "(")] }
+            var writer = JSONWriter()
+            writer.raw("{")
+            writer.key("cursor", first: true)
+            writer.string(position.description)
+            writer.key("events")
+            body += writer.bytes + [UInt8(ascii: "[")]
+            for (index, event) in events.enumerated() {
+                if index > 0 { body.append(UInt8(ascii: ",")) }
+                body += event
+            }
+            body += Array("]}".utf8)
+            if callback != nil { body += Array(");".utf8) }
+            let contentType = callback != nil ? "application/javascript; charset=utf-8" : "application/json; charset=utf-8"
+            return Response(
+                status: .ok,
+                headers: [.contentType: contentType, .cacheControl: "no-store", .xContentTypeOptions: "nosniff"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        }
+    }
+
+    private func poll(
+        _ identity: Identity, rooms: [RoomName], cursor: Cursor?, wait: Int, subscriber: PollSubscriber, transport: String
+    ) async throws -> (Cursor, [[UInt8]]) {
+        let hub = chat.hub
+        let start = try await subscriber.eventLoop.submit { subscriber.sequence }.get()
+        let caughtUp: (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor)
+        do {
+            caughtUp = try await chat.catchUp(identity, rooms: rooms, after: cursor, connection: nil)
+        } catch {
+            throw APIError(.serviceUnavailable, ErrorCode.unavailable.rawValue, "the cluster backend is unavailable")
+        }
+        var position = caughtUp.cursor
+        guard cursor != nil else {
+            // First poll: the welcome, with the cursor to poll from.
+            let welcome = ServerEvent.welcome(
+                nickname: identity.nickname, avatar: identity.avatar, node: chat.nodeID, transport: transport,
+                cursor: position.description)
+            return (position, [welcome.jsonBytes])
+        }
+        var events = caughtUp.resets.map(\.jsonBytes)
+        for entry in caughtUp.backlog {
+            position.advance(entry.stream, to: entry.id)
+            events.append(hub.encode(entry.envelope.event, format: .native, stream: entry.stream, id: entry.id, envelope: entry.envelope).bytes)
+        }
+        if !events.isEmpty || wait == 0 { return (position, events) }
+
+        // Nothing missed: wait for the parked subscriber to see something new.
+        let deadline = NIODeadline.now() + .seconds(Int64(wait))
+        var seen = start
+        let eventLoop = subscriber.eventLoop
+        while true {
+            // Frames that arrived since the last look (including during the history read).
+            // Look and register for the next batch in one step on the loop, so nothing slips between.
+            let after = seen
+            let (frames, sequence, batch) = try await eventLoop.submit {
+                (subscriber.frames(after: after), subscriber.sequence, subscriber.nextBatch())
+            }.get()
+            seen = sequence
+            for frame in frames {
+                if let stream = frame.stream, let id = frame.id {
+                    if let last = position[stream], last >= id { continue }
+                    position.advance(stream, to: id)
+                }
+                events.append(frame.bytes)
+            }
+            if !events.isEmpty || NIODeadline.now() >= deadline { break }
+            let timer = eventLoop.scheduleTask(deadline: deadline) { subscriber.wakeAll() }
+            try? await batch.get()
+            timer.cancel()
+        }
+        return (position, events)
+    }
+}
+
+extension Request {
+    /// `wait=` seconds: default 25, at most 30; 0 = short poll.
+    func wait() throws -> Int {
+        guard let raw = uri.queryParameters["wait"] else { return 25 }
+        guard let value = Int(raw), (0...30).contains(value) else {
+            throw APIError(.badRequest, "invalid_wait", "wait must be 0–30 seconds")
+        }
+        return value
+    }
+
+    /// `callback=` validated against PROTOCOL.md's regex; nil when absent.
+    func callback() throws -> String? {
+        guard let raw = uri.queryParameters["callback"].map(String.init) else { return nil }
+        guard CallbackName.isValid(raw) else {
+            throw APIError(.badRequest, "invalid_callback", "callback must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$")
+        }
+        return raw
+    }
+}
