@@ -678,6 +678,33 @@ class WSClient:
         return await self.recv_until(lambda e: e.get("type") == type_ and all(e.get(k) == v for k, v in fields.items()),
                                      timeout, what=f"type={type_} {fields}")
 
+    async def wait_seen(self, predicate: Callable[[dict], bool], timeout: float = 5.0, what: str = "") -> dict:
+        """Waits until some event received on this connection (consumed or not, in any
+        order) matches; returns the first match. Does not move the `recv` position —
+        for events whose relative order is not specified (an `ack` and the message)."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            for event in self.events[checked:]:
+                if predicate(event):
+                    return event
+            checked = len(self.events)
+            remaining = deadline - time.monotonic()
+            if self.closed or remaining <= 0:
+                state = f"closed (code {self.close_code} {self.close_reason!r})" if self.closed else f"timeout {timeout}s"
+                raise AssertionError(f"{self.name}: never got {what or predicate} ({state}); events: {self.events}")
+            self._arrived.clear()
+            if len(self.events) > checked:
+                continue
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def wait_type(self, type_: str, timeout: float = 5.0, **fields: Any) -> dict:
+        """`wait_seen` for an event of `type_` with the given field values."""
+        return await self.wait_seen(is_type(type_, **fields), timeout, what=f"type={type_} {fields}")
+
     def peek(self, predicate: Callable[[dict], bool] = lambda e: True) -> list[dict]:
         """Not yet consumed events matching `predicate`."""
         return [e for e in self.events[self.pos:] if predicate(e)]
@@ -686,13 +713,39 @@ class WSClient:
         """Every event received so far matching `predicate`."""
         return [e for e in self.events if predicate(e)]
 
-    async def expect_none(self, predicate: Callable[[dict], bool], duration: float = 0.5, what: str = "") -> None:
+    async def expect_none(self, predicate: Callable[[dict], bool], duration: float = 0.5, what: str = "",
+                          everything: bool = False) -> None:
         """Asserts that no unconsumed event matching `predicate` arrives within
-        `duration` s (events already waiting count too). Consumes nothing."""
-        start = self.pos
+        `duration` s (events already waiting count too; with `everything`, so do
+        events consumed earlier). Consumes nothing."""
+        start = 0 if everything else self.pos
         await asyncio.sleep(duration)
         bad = [e for e in self.events[start:] if predicate(e)]
         assert not bad, f"{self.name}: unexpected {what or 'event'}: {bad}"
+
+    async def recv_all(self, *predicates: Callable[[dict], bool], timeout: float = 5.0, what: str = "") -> list[dict]:
+        """Consumes events until every predicate has matched one event, in any order
+        (each event satisfies at most one predicate). Returns the matches in predicate
+        order."""
+        deadline = time.monotonic() + timeout
+        found: list[Optional[dict]] = [None] * len(predicates)
+        skipped: list[dict] = []
+        while any(f is None for f in found):
+            if not await self._wait_for_more(deadline):
+                state = f"closed (code {self.close_code} {self.close_reason!r})" if self.closed else f"timeout {timeout}s"
+                missing = [i for i, f in enumerate(found) if f is None]
+                raise AssertionError(
+                    f"{self.name}: {what or 'expected events'}: predicates {missing} unmatched ({state}); "
+                    f"matched: {[f for f in found if f is not None]}; skipped: {skipped}")
+            event = self.events[self.pos]
+            self.pos += 1
+            for i, predicate in enumerate(predicates):
+                if found[i] is None and predicate(event):
+                    found[i] = event
+                    break
+            else:
+                skipped.append(event)
+        return found  # type: ignore[return-value]
 
     async def ping(self, timeout: float = 5.0) -> None:
         """Sends `ping`, asserts a `pong` arrives (consuming up to it)."""

@@ -107,11 +107,8 @@ def test_presence_joined_left(node_factory):
             bob, _, bcred = await c.user(fresh, h.unique_name("bob"))
             bob_nick = bcred["nickname"]
             await bob.send({"type": "join", "room": lobby, "ref": "j1"})
-            ack = await bob.recv_type("ack", ref="j1")
-            assert ack["type"] == "ack"
-            await bob.recv_type("presence", room=lobby, count=2, timeout=5)
-            await alice.recv_type("joined", room=lobby, nickname=bob_nick)
-            await alice.recv_type("presence", room=lobby, count=2, timeout=5)
+            await bob.recv_all(is_type("ack", ref="j1"), is_type("presence", room=lobby, count=2))
+            await alice.recv_all(is_type("joined", room=lobby, nickname=bob_nick), is_type("presence", room=lobby, count=2))
             for e in alice.seen(is_type("joined")) + alice.seen(is_type("left")):
                 assert set(e) == {"type", "room", "nickname"}, e
             for e in alice.seen(is_type("presence")):
@@ -128,17 +125,14 @@ def test_presence_joined_left(node_factory):
             # Bob leaves with a leave event.
             await bob.send({"type": "leave", "room": lobby, "ref": "l1"})
             await bob.recv_type("ack", ref="l1")
-            await alice.recv_type("left", room=lobby, nickname=bob_nick)
-            await alice.recv_type("presence", room=lobby, count=1, timeout=5)
+            await alice.recv_all(is_type("left", room=lobby, nickname=bob_nick), is_type("presence", room=lobby, count=1))
 
             # Bob comes back via rooms= on a new connection, then disconnects.
             bob2, _ = await c.session(fresh, bcred["token"], rooms=[lobby], name="bob2")
-            await alice.recv_type("joined", room=lobby, nickname=bob_nick)
-            await alice.recv_type("presence", room=lobby, count=2, timeout=5)
+            await alice.recv_all(is_type("joined", room=lobby, nickname=bob_nick), is_type("presence", room=lobby, count=2))
             await bob2.recv_type("presence", room=lobby, count=2, timeout=5)
             await bob2.close()
-            await alice.recv_type("left", room=lobby, nickname=bob_nick)
-            await alice.recv_type("presence", room=lobby, count=1, timeout=5)
+            await alice.recv_all(is_type("left", room=lobby, nickname=bob_nick), is_type("presence", room=lobby, count=1))
             # Nobody announced Alice to herself.
             assert not alice.seen(is_type("joined", nickname=acred["nickname"]))
 
@@ -164,8 +158,7 @@ def test_say_echo_true_stamps_sender_and_acks(node):
                 "from": {"nickname": bcred["nickname"], "avatar": "evil.png"},
                 "nickname": bcred["nickname"], "avatar": "evil.png", "id": "1-1", "ts": 5,
             })
-            ack = await alice.recv_type("ack", ref="r-1")
-            mine = await alice.recv_until(is_message(text), what="own echo")
+            ack, mine = await alice.recv_all(is_type("ack", ref="r-1"), is_message(text), what="ack and own echo")
             theirs = await bob.recv_until(is_message(text), what="room message")
             for e in (mine, theirs):
                 assert_message(e, room=room, nickname=acred["nickname"], avatar="a.png", text=text)
@@ -216,8 +209,8 @@ def test_say_echo_false_excludes_all_sender_connections(node):
             got = await bob.recv_until(is_message("quiet"))
             assert_message(got, room=room, nickname=acred["nickname"], avatar="1.jpg", text="quiet")
             assert ack == {"type": "ack", "ref": "e1", "id": got["id"]}
-            await a1.expect_none(is_message("quiet"), 0.8, "echo to the sending connection")
-            await a2.expect_none(is_message("quiet"), 0.01, "echo to the sender's other tab")
+            await a1.expect_none(is_message("quiet"), 0.8, "echo to the sending connection", everything=True)
+            await a2.expect_none(is_message("quiet"), 0.01, "echo to the sender's other tab", everything=True)
 
             # Control: with echo true both tabs get it.
             await a1.send({"type": "say", "room": room, "text": "loud", "echo": True})
@@ -251,8 +244,8 @@ def test_whisper_reaches_target_and_senders_other_tabs_only(node):
                 assert_private(e, sender=alice_nick, avatar="a.png", to=bob_nick, text="psst 东")
             assert set(ack) == {"type", "ref", "id"}, ack
             assert ack["id"] in (at_bob["id"], at_tab2["id"]), (ack, at_bob, at_tab2)
-            await a1.expect_none(is_private(), 0.8, "whisper copy on the sending connection")
-            await carol.expect_none(is_private(), 0.01, "whisper at a third user")
+            await a1.expect_none(is_private(), 0.8, "whisper copy on the sending connection", everything=True)
+            await carol.expect_none(is_private(), 0.01, "whisper at a third user", everything=True)
 
             # And back: Bob answers; both of Alice's tabs get it, Bob's sending
             # connection does not.
@@ -260,8 +253,8 @@ def test_whisper_reaches_target_and_senders_other_tabs_only(node):
             for tab in (a1, a2):
                 e = await tab.recv_until(is_private("hi back"))
                 assert_private(e, sender=bob_nick, avatar="1.jpg", to=alice_nick, text="hi back")
-            await bob.expect_none(is_private("hi back"), 0.5, "whisper echoed to its sender")
-            await carol.expect_none(is_private(), 0.01, "whisper at a third user")
+            await bob.expect_none(is_private("hi back"), 0.5, "whisper echoed to its sender", everything=True)
+            await carol.expect_none(is_private(), 0.01, "whisper at a third user", everything=True)
 
     run(body(), 30)
 
@@ -326,16 +319,17 @@ def test_errors_carry_ref_and_connection_keeps_working(node):
                     assert set(err) == {"type", "ref", "code", "message"}, err
                 # The connection still works.
                 await alice.send({"type": "ping"})
-                nxt = await alice.recv(5)
+                nxt = await alice.recv_until(lambda e: e.get("type") != "presence", what="pong")
                 assert nxt == {"type": "pong"}, f"after {str(sent)[:60]}: {nxt}"
             # Nothing happened for anyone else, and Alice did not join anything.
-            await bob.expect_none(lambda e: e.get("type") in ("message", "private", "joined"), 0.5, "effect of a refused event")
+            await bob.expect_none(lambda e: e.get("type") in ("message", "private", "joined"), 0.5, "effect of a refused event",
+                                  everything=True)
             assert not alice.seen(is_type("message"))
 
             # Boundary: exactly 4096 scalars (astral, 16 KiB of UTF-8) is accepted.
             long_text = "😀" * 4096
             await alice.send({"type": "say", "room": room, "text": long_text, "ref": "ok"})
-            ack = await alice.recv_type("ack", ref="ok")
+            ack = await alice.wait_type("ack", ref="ok")
             got = await bob.recv_until(is_message(long_text))
             assert ack["id"] == got["id"]
 
