@@ -36,6 +36,31 @@ public struct PresenceEntry: Hashable, Sendable {
     }
 }
 
+/// A node as its heartbeats describe it (`GET /cluster`).
+public struct NodeStatus: Sendable, Equatable {
+    public var id: String
+    /// Unix ms of the last heartbeat.
+    public var lastSeen: Int64
+    /// Live connections per transport name at the last heartbeat.
+    public var connections: [String: Int]
+
+    public init(id: String, lastSeen: Int64, connections: [String: Int]) {
+        self.id = id
+        self.lastSeen = lastSeen
+        self.connections = connections
+    }
+
+    /// `{"websocket":3,"sse":1}`: how heartbeats carry the counts.
+    public var encodedConnections: String {
+        String(decoding: JSONValue.object(connections.mapValues { .int(Int64($0)) }).jsonBytes, as: UTF8.self)
+    }
+
+    public static func decodeConnections(_ text: String) -> [String: Int] {
+        guard case .object(let fields)? = JSONValue.parse(Array(text.utf8)) else { return [:] }
+        return fields.compactMapValues { if case .int(let n) = $0 { Int(n) } else { nil } }
+    }
+}
+
 /// Failures a broker reports; the server maps `unavailable` to `error` events and 503s.
 public struct BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
     private enum Kind: Equatable { case unavailable, protocolError }
@@ -91,4 +116,9 @@ public protocol Broker: Sendable {
     func releaseNickname(_ nickname: Nickname, session: String) async throws
     /// The session holding `nickname`, if any.
     func nicknameHolder(_ nickname: Nickname) async throws -> String?
+
+    /// Records this node's heartbeat; it counts as live for `ttlMilliseconds`.
+    func heartbeat(_ status: NodeStatus, ttlMilliseconds: Int64) async throws
+    /// Nodes with a heartbeat newer than `now - maxAge` (Unix ms), by id.
+    func liveNodes(now: Int64, maxAge: Int64) async throws -> [NodeStatus]
 }

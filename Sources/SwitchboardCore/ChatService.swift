@@ -21,6 +21,8 @@ public final class ChatService: Sendable {
         var seen: [StreamKey: MessageID] = [:]
         /// Streams the node has asked the broker for.
         var subscribed: Set<StreamKey> = []
+        /// Open sessions per transport name.
+        var transports: [String: Int] = [:]
     }
 
     public init(
@@ -51,6 +53,7 @@ public final class ChatService: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.presence.run() }
             group.addTask { await self.refreshClaims() }
+            group.addTask { await self.heartbeats() }
         }
     }
 
@@ -165,6 +168,7 @@ public final class ChatService: Sendable {
             entry.session = identity.session
             entry.connections += 1
             state.identities[identity.nickname] = entry
+            state.transports[transport, default: 0] += 1
         }
         do {
             try await attach(subscriber, to: .user(identity.nickname))
@@ -223,6 +227,8 @@ public final class ChatService: Sendable {
         for room in rooms { await detach(session, from: room) }
         let nickname = session.identity.nickname
         state.withLock { state in
+            let open = (state.transports[session.transport] ?? 1) - 1
+            state.transports[session.transport] = open <= 0 ? nil : open
             guard var entry = state.identities[nickname] else { return }
             entry.connections -= 1
             state.identities[nickname] = entry.connections <= 0 ? nil : entry
@@ -411,6 +417,35 @@ public final class ChatService: Sendable {
         }
     }
 
-    /// Local connection count (for `/cluster` and metrics).
+    /// Distinct nicknames connected to this node.
     public var localNicknames: Int { state.withLock { $0.identities.count } }
+
+    /// Open sessions on this node per transport.
+    public var connectionsByTransport: [String: Int] { state.withLock { $0.transports } }
+
+    /// This node as `/cluster` shows it.
+    public var localStatus: NodeStatus {
+        NodeStatus(id: nodeID, lastSeen: clock(), connections: connectionsByTransport)
+    }
+
+    /// Live nodes of the cluster (this one included even when the broker is down).
+    public func clusterNodes() async -> [NodeStatus] {
+        let now = clock()
+        var nodes = (try? await broker.liveNodes(now: now, maxAge: Self.heartbeatTTL)) ?? []
+        if let index = nodes.firstIndex(where: { $0.id == nodeID }) {
+            nodes[index] = localStatus
+        } else {
+            nodes.append(localStatus)
+        }
+        return nodes.sorted { $0.id < $1.id }
+    }
+
+    static let heartbeatTTL: Int64 = 15_000
+
+    private func heartbeats() async {
+        while !Task.isCancelled {
+            try? await broker.heartbeat(localStatus, ttlMilliseconds: Self.heartbeatTTL)
+            try? await Task.sleep(for: .seconds(3))
+        }
+    }
 }

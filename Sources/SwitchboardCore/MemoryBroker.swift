@@ -10,23 +10,24 @@ import Synchronization
 /// The in-process broker: the embedded default for a single node (no Redis).
 /// History, presence and nickname claims live in this process.
 public final class MemoryBroker: Broker {
-    private struct Stream {
+    struct Stream {
         var entries: [StreamEntry] = []
         var last: MessageID?
         /// The newest id trimmed away; readers with an older cursor have a gap.
         var maxDeleted: MessageID?
     }
 
-    private struct State {
+    struct State {
         var handler: (@Sendable (BrokerEvent) -> Void)?
         var stopped = false
         var streams: [StreamKey: Stream] = [:]
         var subscribed: Set<StreamKey> = []
         var presence: [RoomName: [PresenceEntry: Int64]] = [:]
         var claims: [Nickname: (session: String, expires: Int64)] = [:]
+        var nodes: [String: NodeStatus] = [:]
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let historyLimit: Int
     private let clock: @Sendable () -> Int64
 
@@ -179,6 +180,22 @@ public final class MemoryBroker: Broker {
             try checkRunning(state)
             guard let claim = state.claims[nickname], claim.expires > now else { return nil }
             return claim.session
+        }
+    }
+}
+
+extension MemoryBroker {
+    public func heartbeat(_ status: NodeStatus, ttlMilliseconds: Int64) async throws {
+        try state.withLock { state throws(BrokerError) in
+            if state.stopped { throw BrokerError.unavailable("broker stopped") }
+            state.nodes[status.id] = status
+        }
+    }
+
+    public func liveNodes(now: Int64, maxAge: Int64) async throws -> [NodeStatus] {
+        state.withLock { state in
+            state.nodes = state.nodes.filter { $0.value.lastSeen >= now - maxAge }
+            return state.nodes.values.sorted { $0.id < $1.id }
         }
     }
 }

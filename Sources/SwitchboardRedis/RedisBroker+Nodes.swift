@@ -43,3 +43,25 @@ extension RedisBroker {
         }
     }
 }
+
+extension RedisBroker {
+    public func heartbeat(_ status: NodeStatus, ttlMilliseconds: Int64) async throws {
+        _ = try await evaluate(
+            .heartbeat, keys: [keys.nodes, keys.node(status.id)],
+            arguments: [
+                bytes(String(status.lastSeen)), bytes(status.id), bytes(status.encodedConnections),
+                bytes(String(max(1, ttlMilliseconds))),
+            ])
+    }
+
+    public func liveNodes(now: Int64, maxAge: Int64) async throws -> [NodeStatus] {
+        let reply = try await evaluate(.liveNodes, keys: [keys.nodes], arguments: [bytes(String(now - maxAge)), bytes(keys.node(""))])
+        guard let flat = reply.array, flat.count % 3 == 0 else { throw malformed("liveNodes", reply) }
+        return try stride(from: 0, to: flat.count, by: 3).map { index in
+            guard let id = flat[index].text, let score = flat[index + 1].text.flatMap({ Double($0) }) else {
+                throw malformed("liveNodes", reply)
+            }
+            return NodeStatus(id: id, lastSeen: Int64(score), connections: NodeStatus.decodeConnections(flat[index + 2].text ?? ""))
+        }.sorted { $0.id < $1.id }
+    }
+}

@@ -15,5 +15,18 @@ struct OperationsRoutes {
                 JSONValue.object(["ready": .bool(ready), "node": .string(chat.nodeID)]).jsonBytes,
                 status: ready ? .ok : .serviceUnavailable)
         }
+        router.get("/cluster") { _, _ in
+            let nodes = await chat.clusterNodes()
+            let list: [JSONValue] = nodes.map { node in
+                .object([
+                    "id": .string(node.id),
+                    "lastSeen": .int(node.lastSeen),
+                    "connections": .object(node.connections.mapValues { .int(Int64($0)) }),
+                    "total": .int(Int64(node.connections.values.reduce(0, +))),
+                ])
+            }
+            return Response.json(
+                JSONValue.object(["node": .string(chat.nodeID), "ready": .bool(chat.broker.isReady), "nodes": .array(list)]).jsonBytes)
+        }
     }
 }
