@@ -135,8 +135,9 @@ public final class ChatService: Sendable {
 
     // MARK: Sessions
 
-    /// What a transport writes first when a session opens: `welcome`, then any `reset`s,
-    /// then the backlog after the client's cursor (already filtered), then live events.
+    /// What a transport writes first when a session opens: `welcome`, then `resets` (any
+    /// `reset`s, then the `presence` of each room), then the backlog after the client's
+    /// cursor (already filtered), then live events.
     public struct Opened: Sendable {
         public var session: Session
         public var welcome: ServerEvent
@@ -173,8 +174,13 @@ public final class ChatService: Sendable {
         do {
             try await attach(subscriber, to: .user(identity.nickname))
             for room in Set(rooms) { try await join(room, session: session) }
-            let (backlog, resets, welcomeCursor) = try await catchUp(
+            let (backlog, caughtUpResets, welcomeCursor) = try await catchUp(
                 identity, rooms: rooms, after: cursor, connection: subscriber.connectionID)
+            var resets = caughtUpResets
+            // Every connection learns the online count of the rooms it opened with.
+            for room in Set(rooms).sorted() {
+                resets.append(.presence(room: room, count: try await broker.presenceCount(of: room, now: clock())))
+            }
             let welcome = ServerEvent.welcome(
                 nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport,
                 cursor: welcomeCursor.description)
@@ -240,8 +246,15 @@ public final class ChatService: Sendable {
 
     // MARK: Client events
 
-    /// Handles one client event; returns the replies for its connection, in order.
+    /// Handles one client event; returns the replies for its connection, in order. An
+    /// `ack` is sent only for events that carried a `ref`.
     public func handle(_ event: ClientEvent, from session: Session) async -> [ServerEvent] {
+        let replies = await handleAll(event, from: session)
+        guard event.ref == nil else { return replies }
+        return replies.filter { if case .ack = $0 { false } else { true } }
+    }
+
+    private func handleAll(_ event: ClientEvent, from session: Session) async -> [ServerEvent] {
         guard !session.isClosed else { return [] }
         guard session.takeToken(rate: configuration.ratePerSecond, burst: configuration.rateBurst) else {
             return [.error(ref: event.ref, code: .rateLimited, message: "too many events; slow down")]

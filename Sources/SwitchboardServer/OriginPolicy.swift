@@ -8,9 +8,13 @@ struct OriginPolicy {
     let allowed: [String]
 
     func isAllowed(_ request: Request) -> Bool {
-        guard let origin = request.headers[.origin] else { return true }
+        isAllowed(origin: request.headers[.origin], host: request.head.authority)
+    }
+
+    func isAllowed(origin: String?, host: String?) -> Bool {
+        guard let origin else { return true }
         if allowed.contains("*") || allowed.contains(origin) { return true }
-        guard let host = request.head.authority else { return false }
+        guard let host else { return false }
         return origin == "http://\(host)" || origin == "https://\(host)"
     }
 

@@ -1,7 +1,9 @@
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 import SwitchboardCore
 
@@ -43,17 +45,39 @@ public struct SwitchboardServer: Sendable {
         let router = makeRouter()
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(
-                webSocketRouter: router,
-                configuration: .init(
-                    http1: .init(),
-                    ws: .init(
-                        maxFrameSize: configuration.maxMessageBytes,
-                        autoPing: .enabled(timePeriod: configuration.pingInterval)))),
+            server: server(router: router),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
             services: [ChatRunner(chat: chat), pollSessions],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
+    }
+}
+
+extension SwitchboardServer {
+    /// HTTP/1 with WebSocket upgrade, with the `UpgradeGate` answering refused upgrades.
+    func server(router: Router<SwitchboardRequestContext>) -> HTTPServerBuilder {
+        let configuration = self.configuration
+        let transport = WebSocketTransport(chat: chat, configuration: configuration)
+        let webSocketResponder = router.buildResponder()
+        return HTTPServerBuilder { responder in
+            GatedWebSocketChannel(
+                inner: HTTP1WebSocketUpgradeChannel(
+                    responder: responder,
+                    webSocketResponder: webSocketResponder,
+                    configuration: .init(
+                        http1: .init(),
+                        ws: .init(
+                            maxFrameSize: configuration.maxMessageBytes,
+                            autoPing: .enabled(timePeriod: configuration.pingInterval)))),
+                check: { path, head in
+                    guard path == "/ws" else { return nil }
+                    let result = await transport.validate(
+                        uri: head.uri, authorization: head.headers["Authorization"].first,
+                        origin: head.headers["Origin"].first, host: head.headers["Host"].first)
+                    if case .failure(let error) = result { return error }
+                    return nil
+                })
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -11,20 +12,57 @@ struct WebSocketTransport {
     let chat: ChatService
     let configuration: ServerConfiguration
 
+    /// What a valid `/ws` request asks for.
+    struct Opening {
+        let identity: Identity
+        let rooms: [RoomName]
+        let cursor: Cursor?
+    }
+
+    /// Validates a `/ws` request: token, origin, rooms, cursor, and the nickname claim.
+    func validate(uri: String, authorization: String?, origin: String?, host: String?) async -> Result<Opening, APIError> {
+        let parsed = URI(uri)
+        let query = parsed.queryParameters
+        var token = query["token"].map(String.init)
+        if let authorization, authorization.hasPrefix("Bearer ") { token = String(authorization.dropFirst(7)) }
+        guard let token, let identity = chat.authenticate(token) else { return .failure(.unauthorized) }
+        guard OriginPolicy(allowed: configuration.allowedOrigins).isAllowed(origin: origin, host: host) else {
+            return .failure(APIError(.forbidden, "origin_not_allowed", "origin not allowed"))
+        }
+        var rooms: [RoomName] = []
+        if let raw = query["rooms"], !raw.isEmpty {
+            let parts = raw.split(separator: ",")
+            guard parts.count <= configuration.chat.maxRoomsPerConnection else {
+                return .failure(APIError(.badRequest, ErrorCode.tooManyRooms.rawValue, "at most \(configuration.chat.maxRoomsPerConnection) rooms"))
+            }
+            for part in parts {
+                guard let room = RoomName(String(part)) else {
+                    return .failure(APIError(.badRequest, ErrorCode.invalidRoom.rawValue, "a room is 1–64 of letters, digits, _ - . :"))
+                }
+                rooms.append(room)
+            }
+        }
+        var cursor: Cursor?
+        if let raw = query["cursor"] {
+            guard let parsed = Cursor(String(raw)) else { return .failure(APIError(.badRequest, "invalid_cursor", "malformed cursor")) }
+            cursor = parsed
+        }
+        do {
+            guard try await chat.broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.chat.nicknameClaimSeconds)
+            else { return .failure(APIError(.conflict, ErrorCode.nicknameTaken.rawValue, "the nickname is held by another session")) }
+        } catch {
+            return .failure(APIError(.serviceUnavailable, ErrorCode.unavailable.rawValue, "the cluster backend is unavailable"))
+        }
+        return .success(Opening(identity: identity, rooms: rooms, cursor: cursor))
+    }
+
     func register(on router: Router<SwitchboardRequestContext>) {
         router.ws("/ws") { request, context in
-            guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
-            try OriginPolicy(allowed: configuration.allowedOrigins).checkUpgrade(request)
-            _ = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
-            _ = try request.cursor()
-            do {
-                guard try await chat.broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.chat.nicknameClaimSeconds)
-                else { throw APIError(.conflict, ErrorCode.nicknameTaken.rawValue, "the nickname is held by another session") }
-            } catch let error as APIError {
-                throw error
-            } catch {
-                throw APIError(.serviceUnavailable, ErrorCode.unavailable.rawValue, "the cluster backend is unavailable")
-            }
+            // The UpgradeGate has answered bad requests already; this is the same check.
+            let result = await validate(
+                uri: request.uri.description, authorization: request.headers[.authorization],
+                origin: request.headers[.origin], host: request.head.authority)
+            if case .failure(let error) = result { throw error }
             _ = context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
             return .upgrade([:])
         } onUpgrade: { inbound, _, wsContext in
@@ -35,7 +73,7 @@ struct WebSocketTransport {
     private func serve(inbound: WebSocketInboundStream, request: Request, context: SwitchboardRequestContext) async throws {
         guard let token = request.token, let identity = chat.authenticate(token) else { return }
         let rooms = (try? request.rooms(limit: configuration.chat.maxRoomsPerConnection)) ?? []
-        let cursor = try? request.cursor()
+        let cursor = (try? request.cursor()) ?? nil
         let connection = WebSocketConnection(
             nickname: identity.nickname, channel: context.channel, maxQueuedFrames: configuration.maxQueuedFrames)
         let opened: ChatService.Opened

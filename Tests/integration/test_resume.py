@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
 import switchboard_harness as h
 from switchboard_harness import Clients, CursorTracker, is_type, login, run
 
@@ -128,5 +132,19 @@ def test_connect_without_cursor_gets_no_history(node):
             await bob.expect_none(lambda e: e.get("type") in CHAT, 0.8, "history without a cursor")
             # The welcome cursor already points at the room's newest message.
             assert f"r.{room}@" in welcome["cursor"], welcome
+
+    run(body(), 30)
+
+
+def test_malformed_cursor_is_refused_400(node):
+    """docs/protocol.md §5: a malformed cursor is refused with 400."""
+    creds = login(node.url, h.unique_name("badcur"))
+
+    async def body():
+        for bad in ["garbage", "r.lobby@x-1", "u@1-1,u@2-2", "r.bad room@1-0"]:
+            with pytest.raises(InvalidStatus) as info:
+                async with ws_connect(h.ws_address(node.ws_url, creds["token"], cursor=bad), proxy=None, open_timeout=10):
+                    pass
+            assert info.value.response.status_code == 400, (bad, info.value.response.status_code)
 
     run(body(), 30)

@@ -243,7 +243,9 @@ def test_whisper_reaches_target_and_senders_other_tabs_only(node):
             for e in (at_bob, at_tab2):
                 assert_private(e, sender=alice_nick, avatar="a.png", to=bob_nick, text="psst 东")
             assert set(ack) == {"type", "ref", "id"}, ack
-            assert ack["id"] in (at_bob["id"], at_tab2["id"]), (ack, at_bob, at_tab2)
+            # docs/protocol.md: the ack carries the id in the sender's own private stream,
+            # the one its other tabs see.
+            assert ack["id"] == at_tab2["id"], (ack, at_bob, at_tab2)
             await a1.expect_none(is_private(), 0.8, "whisper copy on the sending connection", everything=True)
             await carol.expect_none(is_private(), 0.01, "whisper at a third user", everything=True)
 
@@ -385,16 +387,35 @@ def test_bad_events_do_not_affect_other_users(node):
             assert not bob.seen(is_type("error")), bob.seen(is_type("error"))
             assert [e["text"] for e in bob.seen(is_type("message"))] == ["valid after garbage"]
 
-            # A client that sends an oversized frame (> 64 KiB) may be cut off, but
-            # nobody else is.
+            # A client that sends an oversized frame (> 64 KiB) is cut off with 1009
+            # (docs/protocol.md), but nobody else is affected.
             carol, _, _ = await c.user(node, rooms=[room])
             try:
                 await carol.send("x" * 200_000)
             except Exception:
                 pass
+            assert await carol.wait_closed(5) == 1009, (carol.close_code, carol.close_reason)
             await alice.send({"type": "say", "room": room, "text": "still here"})
             await bob.recv_until(is_message("still here"))
             await alice.ping()
             await bob.ping()
+
+    run(body(), 30)
+
+
+def test_connection_joining_by_rooms_query_learns_the_count(node_factory):
+    """`rooms=` joins those rooms like a `join` event, whose answer includes the room's
+    `presence`; a connection that joins by `rooms=` must likewise learn the current
+    count, even when its arrival does not change it (a second tab of a member)."""
+    fresh = node_factory(node_id="presence-tab")
+
+    async def body():
+        async with Clients() as c:
+            alice, _, acred = await c.user(fresh, h.unique_name("alice"), rooms=["lobby"])
+            bob, _, _ = await c.user(fresh, h.unique_name("bob"), rooms=["lobby"])
+            await alice.wait_type("presence", room="lobby", count=2)
+            await bob.wait_type("presence", room="lobby", count=2)
+            tab2, _ = await c.session(fresh, acred["token"], rooms=["lobby"], name="alice-tab2")
+            await tab2.wait_type("presence", room="lobby", count=2, timeout=5)
 
     run(body(), 30)

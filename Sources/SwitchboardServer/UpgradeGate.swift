@@ -1,0 +1,123 @@
+import HTTPTypes
+import HummingbirdCore
+import SwitchboardCore
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Refuses bad WebSocket upgrades with a real HTTP answer. Hummingbird answers every
+/// refused upgrade with an empty 400; PROTOCOL.md wants `401 {"error":"unauthorized"}`,
+/// `409 {"error":"nickname_taken"}` and so on. This handler sits right after the HTTP
+/// decoder, checks an upgrade request's head (asynchronously: a nickname claim needs the
+/// broker), writes the error response itself when the check fails, and otherwise lets the
+/// request through and removes itself.
+final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Returns the error to answer with, or nil to let the upgrade proceed.
+    typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead) async -> APIError?
+
+    private let check: Check
+    private var pending: [NIOAny] = []
+    private var state = State.idle
+
+    enum State { case idle, checking, refused, done }
+
+    init(check: @escaping Check) {
+        self.check = check
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch state {
+        case .idle:
+            guard case .head(let head) = unwrapInboundIn(data) else {
+                context.fireChannelRead(data)
+                return
+            }
+            let isUpgrade = head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
+            guard isUpgrade else {
+                // Plain HTTP on this connection: nothing to gate.
+                state = .done
+                context.fireChannelRead(data)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
+            }
+            state = .checking
+            pending.append(data)
+            let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+            let promise = context.eventLoop.makePromise(of: APIError?.self)
+            let check = self.check
+            promise.completeWithTask { await check(path, head) }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { error in
+                let (gate, context) = loopBound.value
+                gate.decided(error, context: context)
+            }
+        case .checking:
+            pending.append(data)
+        case .refused:
+            break
+        case .done:
+            context.fireChannelRead(data)
+        }
+    }
+
+    private func decided(_ error: APIError?, context: ChannelHandlerContext) {
+        guard let error else {
+            state = .done
+            let parts = pending
+            pending = []
+            for part in parts { context.fireChannelRead(part) }
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        state = .refused
+        pending = []
+        var body = context.channel.allocator.buffer(capacity: 64)
+        body.writeString(error.jsonBody)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        headers.add(name: "Connection", value: "close")
+        let head = HTTPResponseHead(version: .http1_1, status: .init(statusCode: Int(error.status.code)), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+extension APIError {
+    var jsonBody: String {
+        var fields: [String: JSONValue] = ["error": .string(code)]
+        if let message { fields["message"] = .string(message) }
+        return String(decoding: JSONValue.object(fields).jsonBytes, as: UTF8.self)
+    }
+}
+
+/// Hummingbird's HTTP/1 + WebSocket child channel with an `UpgradeGate` right after the
+/// HTTP decoder.
+struct GatedWebSocketChannel: ServerChildChannel {
+    let inner: HTTP1WebSocketUpgradeChannel
+    let check: UpgradeGate.Check
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1WebSocketUpgradeChannel.Value> {
+        let value = inner.setup(channel: channel, logger: logger)
+        do {
+            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(UpgradeGate(check: check), position: .after(decoder))
+        } catch {
+            logger.error("cannot install the upgrade gate", metadata: ["error": "\(error)"])
+            channel.close(promise: nil)
+        }
+        return value
+    }
+
+    func handle(value: HTTP1WebSocketUpgradeChannel.Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
+    }
+}
