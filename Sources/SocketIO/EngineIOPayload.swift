@@ -32,8 +32,9 @@ public enum EngineIOPayload {
     public static func decode(_ body: String) throws(EngineIOParseError) -> [EngineIOPacket] {
         guard !body.isEmpty else { throw .emptyPayload }
         var packets: [EngineIOPacket] = []
-        for record in body.split(separator: separator, omittingEmptySubsequences: false) {
-            packets.append(try EngineIOPacket(text: record))
+        // Split on the byte, not on Characters: a record may start with a combining mark.
+        for record in body[...].utf8.split(separator: 0x1E, omittingEmptySubsequences: false) {
+            packets.append(try EngineIOPacket(text: Substring(record)))
         }
         return packets
     }

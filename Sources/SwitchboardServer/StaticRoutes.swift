@@ -14,5 +14,17 @@ struct StaticRoutes {
                 ],
                 body: ResponseBody(byteBuffer: page))
         }
+        let library = ByteBuffer(bytes: PackageResources.switchboard_js)
+        router.get("/switchboard.js") { _, _ in
+            Response(
+                status: .ok,
+                headers: [
+                    .contentType: "application/javascript; charset=utf-8",
+                    .cacheControl: "no-cache",
+                    .xContentTypeOptions: "nosniff",
+                    .accessControlAllowOrigin: "*",
+                ],
+                body: ResponseBody(byteBuffer: library))
+        }
     }
 }

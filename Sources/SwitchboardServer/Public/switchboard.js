@@ -1,0 +1,1 @@
+// placeholder: the Switchboard client library
