@@ -50,6 +50,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Pure Engine.IO v4 / Socket.IO v5 packets and session state machines. No I/O.
+        .target(name: "SocketIO", dependencies: ["SwitchboardCore"], swiftSettings: strict),
         // Shared Broker conformance suite: run against MemoryBroker and RedisBroker.
         .target(
             name: "BrokerConformance",
@@ -66,6 +68,7 @@ let package = Package(
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -93,6 +96,7 @@ let package = Package(
             dependencies: ["SwitchboardCore", "SwitchboardRedis", "BrokerConformance"],
             swiftSettings: strict
         ),
+        .testTarget(name: "SocketIOTests", dependencies: ["SocketIO"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -23,6 +23,8 @@ public final class ChatService: Sendable {
         var subscribed: Set<StreamKey> = []
         /// Open sessions per transport name.
         var transports: [String: Int] = [:]
+        /// Every open session of this node.
+        var sessions: [ConnectionID: Session] = [:]
     }
 
     public init(
@@ -95,6 +97,23 @@ public final class ChatService: Sendable {
         }
         await presence.refresh()
         await refreshClaimsOnce()
+    }
+
+    /// SIGTERM: tells every local connection to reconnect elsewhere, then waits up to
+    /// `timeout` for them to go.
+    public func drain(timeout: Duration = .seconds(5)) async {
+        let subscribers = hub.subscribers
+        logger.info("draining", metadata: ["connections": "\(subscribers.count)"])
+        for subscriber in subscribers { subscriber.close(reason: .serviceRestart) }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, !state.withLock({ $0.transports.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(50))
+            // Parked sessions (polling clients) have no socket to close: end them here.
+            let parked = state.withLock { $0.sessions.values.filter { $0.transport.hasSuffix("poll") || $0.transport == "jsonp" } }
+            for session in parked { await close(session) }
+        }
+        // Whatever is left: leave its rooms now so presence is right on the other nodes.
+        for session in state.withLock({ Array($0.sessions.values) }) { await close(session) }
     }
 
     // MARK: Login and tokens
@@ -170,6 +189,7 @@ public final class ChatService: Sendable {
             entry.connections += 1
             state.identities[identity.nickname] = entry
             state.transports[transport, default: 0] += 1
+            state.sessions[session.connectionID] = session
         }
         do {
             try await attach(subscriber, to: .user(identity.nickname))
@@ -233,6 +253,7 @@ public final class ChatService: Sendable {
         for room in rooms { await detach(session, from: room) }
         let nickname = session.identity.nickname
         state.withLock { state in
+            state.sessions[session.connectionID] = nil
             let open = (state.transports[session.transport] ?? 1) - 1
             state.transports[session.transport] = open <= 0 ? nil : open
             guard var entry = state.identities[nickname] else { return }

@@ -124,6 +124,21 @@ public final class Hub: Sendable {
         state.withLock { Array(($0.streams[stream]?.nicknames ?? [:]).keys) }
     }
 
+    /// Every local subscriber (each session is in its own user stream).
+    public var subscribers: [any Subscriber] {
+        state.withLock { state in
+            var seen = Set<ConnectionID>()
+            var result: [any Subscriber] = []
+            for (key, audience) in state.streams {
+                guard case .user = key else { continue }
+                for group in audience.groups.values {
+                    for (id, member) in group.members where seen.insert(id).inserted { result.append(member) }
+                }
+            }
+            return result
+        }
+    }
+
     /// Every stream with at least one local member.
     public var streams: [StreamKey] {
         state.withLock { Array($0.streams.keys) }

@@ -71,4 +71,25 @@ public protocol Subscriber: AnyObject, Sendable {
     func receive(_ frame: Frame)
     /// Called on `loop` once after a batch of `receive`s.
     func flush()
+    /// Ends the connection from any thread, telling the client why (WebSocket close code,
+    /// a stream's retry hint, an answered poll).
+    func close(reason: CloseReason)
+}
+
+/// Why the server ends a connection.
+public enum CloseReason: Sendable, Equatable {
+    /// The node is draining (SIGTERM): reconnect elsewhere. WebSocket 1012.
+    case serviceRestart
+    /// The client did not read fast enough: resume from your cursor. WebSocket 1008.
+    case slowConsumer
+    /// A limit was exceeded. WebSocket 1008.
+    case policy(String)
+
+    public var message: String {
+        switch self {
+        case .serviceRestart: "service restart; reconnect"
+        case .slowConsumer: "slow consumer; resume from your cursor"
+        case .policy(let text): text
+        }
+    }
 }

@@ -107,6 +107,10 @@ final class HTTPStreamConnection: Subscriber {
         finish()
     }
 
+    func close(reason: CloseReason) {
+        closeSoon(reason: reason.message)
+    }
+
     /// Closes from any thread.
     func closeSoon(reason: String) {
         delivery.eventLoop.execute { self.close(reason: reason) }

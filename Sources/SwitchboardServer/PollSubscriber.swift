@@ -23,6 +23,7 @@ final class PollSubscriber: Subscriber {
         var sequence: UInt64 = 0
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
+        var closed = false
     }
 
     var loop: any DeliveryLoop { delivery }
@@ -58,11 +59,23 @@ final class PollSubscriber: Subscriber {
 
     /// A future completed at the next batch of frames (on the loop).
     func nextBatch() -> EventLoopFuture<Void> {
+        if state.value.closed { return eventLoop.makeSucceededVoidFuture() }
         let promise = eventLoop.makePromise(of: Void.self)
         state.value.nextWaiter += 1
         state.value.waiters[state.value.nextWaiter] = Waiter(promise: promise)
         return promise.futureResult
     }
+
+    /// Answers waiting polls now; the client polls again (elsewhere, when draining).
+    func close(reason: CloseReason) {
+        eventLoop.execute {
+            self.state.value.closed = true
+            self.flush()
+        }
+    }
+
+    /// True once the node closed it (drain): polls answer at once.
+    var isClosed: Bool { state.value.closed }
 
     /// Wakes every waiting poll (timeout, shutdown).
     func wakeAll() {

@@ -86,8 +86,8 @@ struct PollTransport {
             // Frames that arrived since the last look (including during the history read).
             // Look and register for the next batch in one step on the loop, so nothing slips between.
             let after = seen
-            let (frames, sequence, batch) = try await eventLoop.submit {
-                (subscriber.frames(after: after), subscriber.sequence, subscriber.nextBatch())
+            let (frames, sequence, batch, closed) = try await eventLoop.submit {
+                (subscriber.frames(after: after), subscriber.sequence, subscriber.nextBatch(), subscriber.isClosed)
             }.get()
             seen = sequence
             for frame in frames {
@@ -97,7 +97,7 @@ struct PollTransport {
                 }
                 events.append(frame.bytes)
             }
-            if !events.isEmpty || NIODeadline.now() >= deadline { break }
+            if !events.isEmpty || closed || NIODeadline.now() >= deadline { break }
             let timer = eventLoop.scheduleTask(deadline: deadline) { subscriber.wakeAll() }
             try? await batch.get()
             timer.cancel()

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import UnixSignals
 import SwitchboardCore
 
 /// One Switchboard node: the HTTP/WebSocket application around a `ChatService`.
@@ -78,6 +79,37 @@ extension SwitchboardServer {
                     return nil
                 })
         }
+    }
+}
+
+extension SwitchboardServer {
+    /// Runs the node until SIGTERM/SIGINT: then drains (WebSocket clients get 1012,
+    /// streams a retry hint, waiting polls an answer), stops accepting and exits within
+    /// `drainTimeout` plus a bounded server shutdown.
+    public func run(application: some ApplicationProtocol, drainTimeout: Duration = .seconds(5)) async throws {
+        var configuration = ServiceGroupConfiguration(
+            services: [
+                .init(service: application),
+                .init(service: Drainer(chat: chat, timeout: drainTimeout), successTerminationBehavior: .ignore),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger)
+        // Whatever still hangs after the drain is cancelled.
+        configuration.maximumGracefulShutdownDuration = drainTimeout + .seconds(5)
+        try await ServiceGroup(configuration: configuration).run()
+    }
+}
+
+/// Shut down first (services stop in reverse order): drains the node's connections
+/// before the HTTP server stops.
+struct Drainer: Service {
+    let chat: ChatService
+    let timeout: Duration
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await chat.drain(timeout: timeout)
     }
 }
 

@@ -40,7 +40,7 @@ final class WebSocketConnection: Subscriber {
         switch state.value.gate.admit(frame) {
         case .write: write(frame)
         case .hold, .drop: break
-        case .overflow: close(code: .policyViolation, reason: "backlog too large; resume from your cursor")
+        case .overflow: close(code: .policyViolation, reason: CloseReason.slowConsumer.message)
         }
     }
 
@@ -67,7 +67,7 @@ final class WebSocketConnection: Subscriber {
         } else {
             state.value.backlogged += 1
             if state.value.backlogged > maxQueuedFrames {
-                close(code: .policyViolation, reason: "slow consumer; resume from your cursor")
+                close(code: .policyViolation, reason: CloseReason.slowConsumer.message)
                 return
             }
         }
@@ -86,6 +86,15 @@ final class WebSocketConnection: Subscriber {
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
             self.channel.close(promise: nil)
         }
+    }
+
+    func close(reason: CloseReason) {
+        let code: WebSocketErrorCode =
+            switch reason {
+            case .serviceRestart: .unknown(1012)
+            case .slowConsumer, .policy: .policyViolation
+            }
+        closeSoon(code: code, reason: reason.message)
     }
 
     /// Closes from any thread.

@@ -90,7 +90,7 @@ struct Serve: AsyncParsableCommand {
             logger.info("listening", metadata: ["url": "http://\(host):\(port)", "broker": "\(redis == nil ? "memory" : "redis")"])
         }
         do {
-            try await app.runService()
+            try await server.run(application: app)
         } catch {
             await broker.shutdown()
             fail("cannot serve on \(host):\(port): \(error)")
