@@ -1,0 +1,249 @@
+"""Deployment: the compose file validates and agrees with the Procfile and LB configs,
+and the compose topology runs without Docker — Redis, three edges and the load balancer
+each in its own network namespace with its own address on a bridge — with a cross-node
+private chat through the LB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchboard_harness import DEFAULT_SECRET, WSClient, run, switchboard_bin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------------------
+# Static agreement between compose, Procfile and the LB configs
+# --------------------------------------------------------------------------------------
+
+
+def test_compose_config_validates():
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose is not installed (scripts/deps.sh test installs Debian's docker-compose)"
+    result = subprocess.run([compose, "-f", str(ROOT / "docker/docker-compose.yml"), "config"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "edge:" in result.stdout and "redis:" in result.stdout and "lb:" in result.stdout
+
+
+def test_compose_edge_is_scalable():
+    text = (ROOT / "docker/docker-compose.yml").read_text()
+    edge = text.split("\n  edge:\n", 1)[1].split("\n  lb:\n", 1)[0]
+    assert "container_name" not in edge, "a fixed container_name prevents --scale edge=N"
+    assert "ports:" not in edge, "fixed host ports prevent --scale edge=N (use expose)"
+    assert "NODE_ID" not in edge.replace("# NODE_ID", ""), "node ids must come from the replica hostname"
+
+
+def test_configs_agree_on_ports_and_environment():
+    procfile = (ROOT / "Procfile").read_text()
+    compose = (ROOT / "docker/docker-compose.yml").read_text()
+    dockerfile = (ROOT / "docker/Dockerfile").read_text()
+    local_lb = (ROOT / "deploy/haproxy.cfg").read_text()
+    docker_lb = (ROOT / "docker/haproxy.cfg").read_text()
+    # Every edge port of the Procfile is a server of the local LB, and the LB listens on 8080.
+    edge_ports = re.findall(r"--port (\d+) --redis", procfile)
+    assert edge_ports == ["8081", "8082", "8083"]
+    for port in edge_ports:
+        assert f"127.0.0.1:{port} check" in local_lb
+    assert "bind 0.0.0.0:8080" in local_lb and "bind 0.0.0.0:8080" in docker_lb
+    # The compose edge listens where the compose LB looks for it.
+    compose_port = re.search(r'PORT: "(\d+)"', compose).group(1)
+    assert f"edge:{compose_port}" in docker_lb
+    assert f'- "{compose_port}"' in compose
+    assert '"8080:8080"' in compose
+    # Redis: the Procfile's URL matches its redis port; compose uses the service name.
+    assert re.search(r"redis-server --port 6379", procfile) and "redis://127.0.0.1:6379" in procfile
+    assert "REDIS_URL: redis://redis:6379" in compose
+    # Environment names are the ones `switchboard serve` reads.
+    help_text = subprocess.run([switchboard_bin(), "serve", "--help"], capture_output=True, text=True).stdout
+    for name in ["PORT", "REDIS_URL", "LOG_LEVEL"]:
+        assert f"({name})" in help_text, f"serve --help does not document {name}"
+    for name in ["SWITCHBOARD_SECRET", "SWITCHBOARD_API_KEY"]:
+        assert name in compose
+    # Both LB configs health-check /readyz and pin only /socket.io/.
+    for lb in (local_lb, docker_lb):
+        assert "option httpchk GET /readyz" in lb
+        assert "timeout tunnel" in lb
+        assert lb.count("cookie SBNODE") == 1 and "path_beg /socket.io/" in lb
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    assert "USER switchboard" in dockerfile and "libhiredis0.14" in dockerfile
+
+
+# --------------------------------------------------------------------------------------
+# The compose topology in network namespaces
+# --------------------------------------------------------------------------------------
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=30)
+
+
+class Topology:
+    """A bridge with Redis, three edges and haproxy, each in its own namespace."""
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(2)
+        self.bridge = f"sbbr{tag}"
+        self.subnet = f"10.{77 + int(tag[:1], 16)}.{int(tag[1:], 16) % 250}"
+        self.hosts = {"redis": 10, "edge-1": 11, "edge-2": 12, "edge-3": 13, "lb": 20}
+        self.namespaces = {name: f"sb{tag}{name.replace('-', '')}" for name in self.hosts}
+        self.processes: list[subprocess.Popen] = []
+        self.logs: dict[str, Path] = {}
+        self.workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"sb-netns-{tag}"
+
+    def address(self, host: str) -> str:
+        return f"{self.subnet}.{self.hosts[host]}"
+
+    def create(self) -> None:
+        probe = sh("ip", "netns", "add", f"{self.namespaces['redis']}", check=False)
+        if probe.returncode != 0:
+            pytest.fail(f"cannot create network namespaces (ip netns add): {probe.stderr.strip()}", pytrace=False)
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+        for index, (host, ns) in enumerate(self.namespaces.items()):
+            if host != "redis":
+                sh("ip", "netns", "add", ns)
+            outside, inside = f"{self.bridge}v{index}", f"{self.bridge}p{index}"
+            sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+            sh("ip", "link", "set", outside, "master", self.bridge)
+            sh("ip", "link", "set", outside, "up")
+            sh("ip", "link", "set", inside, "netns", ns)
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.address(host)}/24", "dev", inside)
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", inside, "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", f"{self.subnet}.1")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def spawn(self, host: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = self.workdir / f"{host}.log"
+        self.logs[host] = log
+        proc = subprocess.Popen(["ip", "netns", "exec", self.namespaces[host], *args],
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env or dict(os.environ))
+        self.processes.append(proc)
+        return proc
+
+    def destroy(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for ns in self.namespaces.values():
+            sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "link", "del", self.bridge, check=False)
+
+    def haproxy_config(self) -> Path:
+        # The local LB config, pointed at the edges' namespace addresses.
+        text = (ROOT / "deploy/haproxy.cfg").read_text()
+        text = text.replace("bind 0.0.0.0:8080", f"bind {self.address('lb')}:8080")
+        for n, port in ((1, 8081), (2, 8082), (3, 8083)):
+            text = text.replace(f"127.0.0.1:{port}", f"{self.address(f'edge-{n}')}:8081")
+        path = self.workdir / "haproxy.cfg"
+        path.write_text(text)
+        return path
+
+    def tail(self) -> str:
+        return "\n".join(f"--- {host}\n{path.read_text()[-1500:]}" for host, path in self.logs.items() if path.exists())
+
+
+def wait_http(url: str, timeout: float = 30.0, status: int = 200) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2, trust_env=False)
+            if response.status_code == status:
+                return
+            last = response.status_code
+        except httpx.HTTPError as error:
+            last = error
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not {status} after {timeout}s: {last}")
+
+
+@pytest.fixture
+def topology():
+    if os.geteuid() != 0:
+        pytest.fail("the namespace cluster test needs root (ip netns)", pytrace=False)
+    for tool in ("ip", "haproxy", "redis-server"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is not installed", pytrace=False)
+    topo = Topology()
+    try:
+        topo.create()
+        yield topo
+    finally:
+        topo.destroy()
+
+
+def test_compose_topology_in_network_namespaces(topology: Topology):
+    topo = topology
+    env = dict(os.environ, SWITCHBOARD_SECRET=DEFAULT_SECRET, LOG_LEVEL="info")
+    topo.spawn("redis", ["redis-server", "--bind", topo.address("redis"), "--port", "6379", "--save", "", "--appendonly", "no",
+                         "--protected-mode", "no"])
+    for n in (1, 2, 3):
+        host = f"edge-{n}"
+        topo.spawn(host, [switchboard_bin(), "serve", "--host", topo.address(host), "--port", "8081",
+                          "--redis", f"redis://{topo.address('redis')}:6379", "--node-id", host], env)
+    topo.spawn("lb", ["haproxy", "-db", "-f", str(topo.haproxy_config())])
+    lb = f"http://{topo.address('lb')}:8080"
+    try:
+        for n in (1, 2, 3):
+            wait_http(f"http://{topo.address(f'edge-{n}')}:8081/readyz")
+        wait_http(f"{lb}/readyz")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{topo.tail()}") from None
+
+    async def body() -> None:
+        # Log in and connect through the LB until A and B sit on different edges.
+        async def user(name: str, avoid: str | None = None):
+            for _ in range(12):
+                async with httpx.AsyncClient(trust_env=False) as http:
+                    creds = (await http.post(f"{lb}/api/login", json={"nickname": name, "avatar": "1.jpg"})).json()
+                client, welcome = await WSClient.session(f"ws://{topo.address('lb')}:8080/ws", creds["token"], ["lobby"], name=name)
+                if welcome["node"] != avoid:
+                    return client, welcome
+                await client.close()
+                name = name + "x"
+            raise AssertionError("round robin never placed the users on different edges")
+
+        alice, wa = await user("alice")
+        bob, wb = await user("bob", avoid=wa["node"])
+        try:
+            assert wa["node"] != wb["node"], (wa, wb)
+            await alice.send({"type": "whisper", "to": wb["nickname"], "text": "across the bridge", "ref": 1})
+            got = await bob.recv_until(lambda e: e.get("type") == "private", 10)
+            assert got["text"] == "across the bridge" and got["from"]["nickname"] == wa["nickname"]
+            ack = await alice.recv_until(lambda e: e.get("type") == "ack" and e.get("ref") == 1, 10)
+            assert ack["id"]
+            # And a room message the other way.
+            await bob.send({"type": "say", "room": "lobby", "text": "hello from " + wb["node"]})
+            message = await alice.recv_until(lambda e: e.get("type") == "message", 10)
+            assert message["text"] == "hello from " + wb["node"]
+            cluster = httpx.get(f"{lb}/cluster", timeout=5, trust_env=False).json()
+            assert {n["id"] for n in cluster["nodes"]} >= {"edge-1", "edge-2", "edge-3"}, cluster
+        finally:
+            await alice.close()
+            await bob.close()
+
+    try:
+        run(body(), 60)
+    except BaseException:
+        print(topo.tail())
+        raise
