@@ -88,7 +88,7 @@ public enum BrokerConformance {
         let limited = try await broker.history(of: .room(lobby), after: ids[0], limit: 2)
         try expect(limited.entries.map(\.id) == Array(ids[1...2]), "limit caps the page")
         try expect(
-            tail.entries.map { if case .message(_, _, _, let t, _) = $0.envelope.event { t } else { "" } } == ["m2", "m3", "m4"],
+            tail.entries.map { if case .message(_, _, _, let t, _)? = $0.envelope.event.decoded { t } else { "" } } == ["m2", "m3", "m4"],
             "entries carry their envelopes")
         let none = try await broker.history(of: .room(other), after: nil, limit: 10)
         try expect(none.entries.isEmpty && !none.gap, "an unknown stream is empty")

@@ -33,10 +33,13 @@ public struct Envelope: Sendable, Equatable {
         guard fields.count == 5, fields[0].elementsEqual("1".utf8) else { return nil }
         let nick = String(decoding: fields[2], as: UTF8.self)
         let conn = String(decoding: fields[3], as: UTF8.self)
-        guard let json = JSONValue.parse(fields[4]) else { return nil }
+        let body = Array(fields[4])
         let event: ServerEvent?
-        if fields[1].elementsEqual("a".utf8) {
-            guard case .object(var f) = json else { return nil }
+        if let type = Envelope.leadingType(body), !["joined", "left", "presence"].contains(type) {
+            // Relayed as is: no JSON parse per message per node.
+            event = .encoded(type: type, json: body)
+        } else if fields[1].elementsEqual("a".utf8) {
+            guard case .object(var f)? = JSONValue.parse(body) else { return nil }
             let id = f["id"]?.stringValue.flatMap { MessageID($0) }
             let target: StreamKey
             if let room = f["room"]?.stringValue.flatMap(RoomName.init) {
@@ -49,12 +52,27 @@ public struct Envelope: Sendable, Equatable {
             for key in ["id", "room", "to"] { f[key] = nil }
             event = .application(id: id, target: target, fields: f)
         } else {
-            event = ServerEvent.parse(json)
+            event = ServerEvent.parse(body)
         }
         guard let event else { return nil }
         self.event = event
         self.excludeNickname = nick.isEmpty ? nil : Nickname(nick)
         self.excludeConnection = conn.isEmpty ? nil : ConnectionID(conn)
+    }
+}
+
+extension Envelope {
+    /// The type of a native encoding `{"type":"T",…}` when T is plain (no escapes) and
+    /// the object continues; nil otherwise (then the event is parsed).
+    static func leadingType(_ json: [UInt8]) -> String? {
+        let prefix = Array(#"{"type":""#.utf8)
+        guard json.count > prefix.count + 2, json.starts(with: prefix) else { return nil }
+        var index = prefix.count
+        while index < json.count, json[index] != UInt8(ascii: "\""), json[index] != UInt8(ascii: "\\") { index += 1 }
+        guard index + 1 < json.count, json[index] == UInt8(ascii: "\""),
+            json[index + 1] == UInt8(ascii: ","), index > prefix.count
+        else { return nil }
+        return String(decoding: json[prefix.count..<index], as: UTF8.self)
     }
 }
 

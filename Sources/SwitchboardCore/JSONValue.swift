@@ -121,6 +121,7 @@ public struct JSONWriter: Sendable {
 
     public mutating func byte(_ byte: UInt8) { bytes.append(byte) }
     public mutating func raw(_ text: String) { bytes.append(contentsOf: text.utf8) }
+    public mutating func bytes(_ more: [UInt8]) { bytes.append(contentsOf: more) }
 
     /// Writes a JSON string literal. Besides JSON's own escapes it escapes `<`, `>`, `&`,
     /// U+2028 and U+2029, so the output is also safe inside an HTML `<script>` element.

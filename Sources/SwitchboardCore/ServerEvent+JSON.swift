@@ -7,6 +7,10 @@ extension ServerEvent {
     }
 
     public func write(into w: inout JSONWriter) {
+        if case .encoded(_, let json) = self {
+            w.bytes(json)
+            return
+        }
         w.byte(UInt8(ascii: "{"))
         w.key("type", first: true)
         w.string(type)
@@ -47,6 +51,8 @@ extension ServerEvent {
         case .reset(let room, let cursor):
             if let room { w.key("room"); w.string(room.value) }
             w.key("cursor"); w.string(cursor)
+        case .encoded:
+            break
         case .application(let id, let target, let fields):
             if let id { w.key("id"); w.string(id.description) }
             switch target {

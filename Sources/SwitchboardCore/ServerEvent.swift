@@ -11,6 +11,9 @@ public struct Sender: Sendable, Equatable {
 
 /// An event the server sends. Encoded by hand (`ServerEvent+JSON.swift`), once per message.
 public enum ServerEvent: Sendable, Equatable {
+    /// An event already in its native encoding (without id), as it arrives from the
+    /// broker: relayed without parsing; `with(id:)` splices the id in.
+    case encoded(type: String, json: [UInt8])
     case welcome(nickname: Nickname, avatar: String, node: String, transport: String, cursor: String)
     case message(id: MessageID?, room: RoomName, from: Sender, text: String, ts: Int64)
     case privateMessage(id: MessageID?, from: Sender, to: Nickname, text: String, ts: Int64)
@@ -41,7 +44,14 @@ public enum ServerEvent: Sendable, Equatable {
         case .pong: "pong"
         case .reset: "reset"
         case .application(_, _, let fields): fields["type"]?.stringValue ?? "event"
+        case .encoded(let type, _): type
         }
+    }
+
+    /// Equal when the native encodings are equal (the encoder is deterministic), so an
+    /// `.encoded` event equals the structured event it was encoded from.
+    public static func == (lhs: ServerEvent, rhs: ServerEvent) -> Bool {
+        lhs.jsonBytes == rhs.jsonBytes
     }
 
     /// The same event carrying the id its stream assigned.
@@ -51,8 +61,30 @@ public enum ServerEvent: Sendable, Equatable {
         case .privateMessage(_, let from, let to, let text, let ts):
             .privateMessage(id: id, from: from, to: to, text: text, ts: ts)
         case .application(_, let target, let fields): .application(id: id, target: target, fields: fields)
+        case .encoded(let type, let json): .encoded(type: type, json: ServerEvent.splice(id: id, into: json, type: type))
         default: self
         }
+    }
+
+    /// `{"type":"T",…}` → `{"type":"T","id":"…",…}`: the native encoder writes `type`
+    /// first, so the id goes right after it.
+    static func splice(id: MessageID, into json: [UInt8], type: String) -> [UInt8] {
+        let head = 9 + type.utf8.count + 1  // {"type":"  T  "
+        guard json.count > head else { return json }
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count + 32)
+        out.append(contentsOf: json[..<head])
+        out.append(contentsOf: #","id":""#.utf8)
+        out.append(contentsOf: id.description.utf8)
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: json[head...])
+        return out
+    }
+
+    /// The structured form (parses an `.encoded` event).
+    public var decoded: ServerEvent? {
+        guard case .encoded(_, let json) = self else { return self }
+        return ServerEvent.parse(json)
     }
 
     public static func error(_ error: EventError) -> ServerEvent {

@@ -23,6 +23,7 @@ final class TestSubscriber: Subscriber {
     }
     func receive(_ frame: Frame) {}
     func flush() {}
+    func close(reason: CloseReason) {}
 }
 
 @Suite struct HubTests {
