@@ -4,6 +4,10 @@ public struct ChatConfiguration: Sendable {
     /// This node's id (`NODE_ID`), shown in `welcome` and used in presence entries.
     public var nodeID: String
     public var eventLimits = ClientEventLimits()
+    /// Open connections (sessions) per node.
+    public var maxConnections = 100_000
+    /// Open connections per client address.
+    public var maxConnectionsPerAddress = 1_000
     /// Rooms one connection may be in at once.
     public var maxRoomsPerConnection = 64
     /// Avatar: at most this many bytes.

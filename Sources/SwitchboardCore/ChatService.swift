@@ -25,6 +25,8 @@ public final class ChatService: Sendable {
         var transports: [String: Int] = [:]
         /// Every open session of this node.
         var sessions: [ConnectionID: Session] = [:]
+        /// Open sessions per client address (admitted in `admit`).
+        var perRemote: [String: Int] = [:]
     }
 
     public init(
@@ -169,11 +171,13 @@ public final class ChatService: Sendable {
     /// and `rooms`, then reads history after `cursor` — subscribe first, then read, so
     /// nothing falls in between; the connection de-duplicates by id.
     public func open(
-        _ identity: Identity, subscriber: any Subscriber, transport: String, rooms: [RoomName], cursor: Cursor?
+        _ identity: Identity, subscriber: any Subscriber, transport: String, rooms: [RoomName], cursor: Cursor?,
+        remote: String? = nil
     ) async throws(EventError) -> Opened {
         guard rooms.count <= configuration.maxRoomsPerConnection else {
             throw EventError(.tooManyRooms, "at most \(configuration.maxRoomsPerConnection) rooms per connection")
         }
+        if let refusal = admit(remote: remote) { throw refusal }
         do {
             guard try await broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.nicknameClaimSeconds)
             else { throw EventError(.nicknameTaken, "the nickname \(identity.nickname) is held by another session") }
@@ -182,7 +186,8 @@ public final class ChatService: Sendable {
         } catch {
             throw EventError(.unavailable, "the cluster backend is unavailable")
         }
-        let session = Session(identity: identity, subscriber: subscriber, transport: transport, burst: configuration.rateBurst)
+        let session = Session(
+            identity: identity, subscriber: subscriber, transport: transport, burst: configuration.rateBurst, remote: remote)
         state.withLock { state in
             var entry = state.identities[identity.nickname] ?? (identity.session, 0)
             entry.session = identity.session
@@ -209,6 +214,32 @@ public final class ChatService: Sendable {
             await close(session)
             if let error = error as? EventError { throw error }
             throw EventError(.unavailable, "the cluster backend is unavailable")
+        }
+    }
+
+    /// Connection limits: per node and per client address. Counts the connection when it
+    /// is admitted; `close` releases it.
+    private func admit(remote: String?) -> EventError? {
+        state.withLock { state in
+            guard state.sessions.count < configuration.maxConnections else {
+                return EventError(.tooManyConnections, "this node is full; try another")
+            }
+            if let remote {
+                guard (state.perRemote[remote] ?? 0) < configuration.maxConnectionsPerAddress else {
+                    return EventError(.tooManyConnections, "too many connections from your address")
+                }
+                state.perRemote[remote, default: 0] += 1
+            }
+            return nil
+        }
+    }
+
+    /// Whether a new connection from `remote` would be admitted now (for refusing
+    /// WebSocket upgrades before they happen).
+    public func wouldAdmit(remote: String?) -> Bool {
+        state.withLock { state in
+            state.sessions.count < configuration.maxConnections
+                && (remote.map { (state.perRemote[$0] ?? 0) < configuration.maxConnectionsPerAddress } ?? true)
         }
     }
 
@@ -253,7 +284,10 @@ public final class ChatService: Sendable {
         for room in rooms { await detach(session, from: room) }
         let nickname = session.identity.nickname
         state.withLock { state in
-            state.sessions[session.connectionID] = nil
+            if state.sessions.removeValue(forKey: session.connectionID) != nil, let remote = session.remote {
+                let left = (state.perRemote[remote] ?? 1) - 1
+                state.perRemote[remote] = left <= 0 ? nil : left
+            }
             let open = (state.transports[session.transport] ?? 1) - 1
             state.transports[session.transport] = open <= 0 ? nil : open
             guard var entry = state.identities[nickname] else { return }

@@ -44,6 +44,7 @@ public enum ErrorCode: String, Sendable, Equatable {
     case nicknameTaken = "nickname_taken"
     case unavailable = "unavailable"
     case unauthorized = "unauthorized"
+    case tooManyConnections = "too_many_connections"
 }
 
 public struct ClientEventLimits: Sendable {

@@ -6,6 +6,8 @@ public final class Session: Sendable {
     public let identity: Identity
     public let subscriber: any Subscriber
     public let transport: String
+    /// The client's address (connection limits).
+    public let remote: String?
     private let state: Mutex<State>
 
     struct State {
@@ -15,8 +17,9 @@ public final class Session: Sendable {
         var closed = false
     }
 
-    init(identity: Identity, subscriber: any Subscriber, transport: String, burst: Double) {
+    init(identity: Identity, subscriber: any Subscriber, transport: String, burst: Double, remote: String? = nil) {
         self.identity = identity
+        self.remote = remote
         self.subscriber = subscriber
         self.transport = transport
         self.state = Mutex(State(tokens: burst, refilledAt: .now))

@@ -20,7 +20,7 @@ struct APIError: HTTPResponseError {
             switch error.code {
             case .nicknameTaken: .conflict
             case .unauthorized: .unauthorized
-            case .unavailable: .serviceUnavailable
+            case .unavailable, .tooManyConnections: .serviceUnavailable
             case .rateLimited: .tooManyRequests
             default: .badRequest
             }

@@ -29,7 +29,9 @@ final class PollSessions: Service {
     }
 
     /// The parked subscriber for this client, opened on first use; marks a poll active.
-    func acquire(_ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: String) async throws(EventError) -> PollSubscriber {
+    func acquire(
+        _ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: String, remote: String?
+    ) async throws(EventError) -> PollSubscriber {
         let key = Self.key(identity, rooms: rooms)
         if let existing = entries.withLock({ entries -> PollSubscriber? in
             guard var entry = entries[key] else { return nil }
@@ -41,7 +43,7 @@ final class PollSessions: Service {
             return existing
         }
         let subscriber = PollSubscriber(nickname: identity.nickname, eventLoop: eventLoop)
-        let opened = try await chat.open(identity, subscriber: subscriber, transport: transport, rooms: rooms, cursor: nil)
+        let opened = try await chat.open(identity, subscriber: subscriber, transport: transport, rooms: rooms, cursor: nil, remote: remote)
         let (winner, loser) = entries.withLock { entries -> (PollSubscriber, Session?) in
             if var entry = entries[key] {
                 entry.activePolls += 1

@@ -23,7 +23,8 @@ struct PollTransport {
             let transport = callback != nil ? "jsonp" : (wait == 0 ? "short-poll" : "long-poll")
             let subscriber: PollSubscriber
             do {
-                subscriber = try await sessions.acquire(identity, rooms: rooms, eventLoop: context.channel.eventLoop, transport: transport)
+                subscriber = try await sessions.acquire(identity, rooms: rooms, eventLoop: context.channel.eventLoop, transport: transport,
+                    remote: context.channel.remoteAddress?.ipAddress)
             } catch let error as EventError {
                 throw APIError(error)
             }

@@ -37,7 +37,7 @@ struct StreamTransport {
             nickname: identity.nickname, channel: context.channel, framing: framing, maxQueuedFrames: configuration.maxQueuedFrames)
         let opened: ChatService.Opened
         do {
-            opened = try await chat.open(identity, subscriber: connection, transport: framing.transportName, rooms: rooms, cursor: cursor)
+            opened = try await chat.open(identity, subscriber: connection, transport: framing.transportName, rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
         } catch {
             throw APIError(error)
         }

@@ -70,11 +70,11 @@ extension SwitchboardServer {
                         ws: .init(
                             maxFrameSize: configuration.maxMessageBytes,
                             autoPing: .enabled(timePeriod: configuration.pingInterval)))),
-                check: { path, head in
+                check: { path, head, remote in
                     guard path == "/ws" else { return nil }
                     let result = await transport.validate(
                         uri: head.uri, authorization: head.headers["Authorization"].first,
-                        origin: head.headers["Origin"].first, host: head.headers["Host"].first)
+                        origin: head.headers["Origin"].first, host: head.headers["Host"].first, remote: remote)
                     if case .failure(let error) = result { return error }
                     return nil
                 })

@@ -20,7 +20,10 @@ struct WebSocketTransport {
     }
 
     /// Validates a `/ws` request: token, origin, rooms, cursor, and the nickname claim.
-    func validate(uri: String, authorization: String?, origin: String?, host: String?) async -> Result<Opening, APIError> {
+    func validate(uri: String, authorization: String?, origin: String?, host: String?, remote: String? = nil) async -> Result<Opening, APIError> {
+        guard chat.wouldAdmit(remote: remote) else {
+            return .failure(APIError(.serviceUnavailable, ErrorCode.tooManyConnections.rawValue, "too many connections"))
+        }
         let parsed = URI(uri)
         let query = parsed.queryParameters
         var token = query["token"].map(String.init)
@@ -78,9 +81,14 @@ struct WebSocketTransport {
             nickname: identity.nickname, channel: context.channel, maxQueuedFrames: configuration.maxQueuedFrames)
         let opened: ChatService.Opened
         do {
-            opened = try await chat.open(identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor)
+            opened = try await chat.open(identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
         } catch {
-            let code: WebSocketErrorCode = error.code == .nicknameTaken ? .unknown(4409) : .unknown(4503)
+            let code: WebSocketErrorCode =
+                switch error.code {
+                case .nicknameTaken: .unknown(4409)
+                case .tooManyConnections: .unknown(1013)
+                default: .unknown(4503)
+                }
             connection.closeSoon(code: code, reason: error.code.rawValue)
             return
         }

@@ -37,6 +37,33 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("allowed-origins"), help: "Comma-separated origins allowed for CORS and WebSocket, or * (SWITCHBOARD_ALLOWED_ORIGINS).")
     var allowedOrigins: String = env("SWITCHBOARD_ALLOWED_ORIGINS") ?? ""
 
+    @Option(name: .customLong("max-connections"), help: "Open connections per node (SWITCHBOARD_MAX_CONNECTIONS).")
+    var maxConnections: Int = env("SWITCHBOARD_MAX_CONNECTIONS").flatMap(Int.init) ?? 100_000
+
+    @Option(name: .customLong("max-connections-per-ip"), help: "Open connections per client address (SWITCHBOARD_MAX_CONNECTIONS_PER_IP).")
+    var maxConnectionsPerIP: Int = env("SWITCHBOARD_MAX_CONNECTIONS_PER_IP").flatMap(Int.init) ?? 1_000
+
+    @Option(name: .customLong("max-message-bytes"), help: "Largest WebSocket message / HTTP body in bytes (SWITCHBOARD_MAX_MESSAGE_BYTES).")
+    var maxMessageBytes: Int = env("SWITCHBOARD_MAX_MESSAGE_BYTES").flatMap(Int.init) ?? 64 * 1024
+
+    @Option(name: .customLong("max-rooms"), help: "Rooms per connection (SWITCHBOARD_MAX_ROOMS).")
+    var maxRooms: Int = env("SWITCHBOARD_MAX_ROOMS").flatMap(Int.init) ?? 64
+
+    @Option(name: .customLong("rate"), help: "Client events per second per connection, sustained (SWITCHBOARD_RATE).")
+    var rate: Double = env("SWITCHBOARD_RATE").flatMap(Double.init) ?? 20
+
+    @Option(name: .customLong("burst"), help: "Client events per connection in a burst (SWITCHBOARD_BURST).")
+    var burst: Double = env("SWITCHBOARD_BURST").flatMap(Double.init) ?? 40
+
+    @Option(name: .customLong("max-queued-frames"), help: "Frames queued to a slow client before it is disconnected (SWITCHBOARD_MAX_QUEUED_FRAMES).")
+    var maxQueuedFrames: Int = env("SWITCHBOARD_MAX_QUEUED_FRAMES").flatMap(Int.init) ?? 1024
+
+    @Option(name: .customLong("token-ttl"), help: "Token lifetime in seconds (SWITCHBOARD_TOKEN_TTL).")
+    var tokenTTL: Int64 = env("SWITCHBOARD_TOKEN_TTL").flatMap(Int64.init) ?? 24 * 3600
+
+    @Option(name: .customLong("poll-window"), help: "Seconds a polling client stays online after its last poll (SWITCHBOARD_POLL_WINDOW).")
+    var pollWindow: Int = env("SWITCHBOARD_POLL_WINDOW").flatMap(Int.init) ?? 40
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (LOG_LEVEL).")
     var logLevel: String = env("LOG_LEVEL") ?? "info"
 
@@ -47,6 +74,11 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0–65535") }
         guard history >= 1 else { throw ValidationError("--history must be at least 1") }
         guard maxText >= 1 else { throw ValidationError("--max-text must be at least 1") }
+        guard maxConnections >= 1, maxConnectionsPerIP >= 1 else { throw ValidationError("connection limits must be at least 1") }
+        guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
+        guard maxRooms >= 1, rate > 0, burst >= 1, maxQueuedFrames >= 1, tokenTTL >= 1, pollWindow >= 1 else {
+            throw ValidationError("limits must be positive")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
         if let redis = redisURL, (try? RedisURL(redis)) == nil {
             throw ValidationError("malformed Redis URL \(redis); expected redis://[:password@]host:port[/db]")
@@ -75,8 +107,18 @@ struct Serve: AsyncParsableCommand {
         }
         var chat = ChatConfiguration(nodeID: node)
         chat.eventLimits.maxTextLength = maxText
+        chat.eventLimits.maxEventBytes = maxMessageBytes
+        chat.maxConnections = maxConnections
+        chat.maxConnectionsPerAddress = maxConnectionsPerIP
+        chat.maxRoomsPerConnection = maxRooms
+        chat.ratePerSecond = rate
+        chat.rateBurst = burst
+        chat.tokenLifetimeSeconds = tokenTTL
         var configuration = ServerConfiguration(host: host, port: port, chat: chat, secrets: secrets)
         configuration.apiKey = env("SWITCHBOARD_API_KEY")
+        configuration.maxMessageBytes = maxMessageBytes
+        configuration.maxQueuedFrames = maxQueuedFrames
+        configuration.pollPresenceWindow = .seconds(pollWindow)
         configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingSpaces }
 
         let broker: any Broker
