@@ -11,6 +11,8 @@ public final class ChatService: Sendable {
     private let logger: Logger
     private let clock: @Sendable () -> Int64
     let presence: PresenceTracker
+    /// Counters for `/metrics` (the hub's).
+    public var metrics: Metrics { hub.metrics }
     private let statelessLimiter: SessionRateLimiter
     private let state = Mutex(State())
 
@@ -64,6 +66,7 @@ public final class ChatService: Sendable {
     private func brokerEvent(_ event: BrokerEvent) {
         switch event {
         case .message(let stream, let id, let envelope):
+            metrics.brokerMessages.add(1, ordering: .relaxed)
             if let id {
                 state.withLock { state in
                     if let seen = state.seen[stream], seen >= id { return }
@@ -76,8 +79,10 @@ public final class ChatService: Sendable {
             }
             hub.deliver(envelope.event, stream: stream, id: id, envelope: envelope)
         case .disconnected:
+            metrics.brokerDisconnects.add(1, ordering: .relaxed)
             logger.warning("broker connection lost")
         case .reconnected:
+            metrics.brokerReconnects.add(1, ordering: .relaxed)
             logger.info("broker reconnected; filling the gap from history")
             Task { await self.fillGaps() }
         }
@@ -107,6 +112,7 @@ public final class ChatService: Sendable {
         let subscribers = hub.subscribers
         logger.info("draining", metadata: ["connections": "\(subscribers.count)"])
         for subscriber in subscribers { subscriber.close(reason: .serviceRestart) }
+        metrics.count("disconnects", "drain", by: subscribers.count)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline, !state.withLock({ $0.transports.isEmpty }) {
             try? await Task.sleep(for: .milliseconds(50))
@@ -259,6 +265,7 @@ public final class ChatService: Sendable {
                 position.advance(stream, to: after)
                 let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
                 if page.gap {
+                    metrics.historyResets.add(1, ordering: .relaxed)
                     var room: RoomName?
                     if case .room(let name) = stream { room = name }
                     resets.append(.reset(room: room, cursor: ""))
@@ -304,7 +311,9 @@ public final class ChatService: Sendable {
     /// Handles one client event; returns the replies for its connection, in order. An
     /// `ack` is sent only for events that carried a `ref`.
     public func handle(_ event: ClientEvent, from session: Session) async -> [ServerEvent] {
+        metrics.clientEvents.add(1, ordering: .relaxed)
         let replies = await handleAll(event, from: session)
+        countErrors(replies)
         guard event.ref == nil else { return replies }
         return replies.filter { if case .ack = $0 { false } else { true } }
     }
@@ -347,6 +356,20 @@ public final class ChatService: Sendable {
     /// token's), `join` answers the room's newest id (the cursor to poll it from), `leave`
     /// is acknowledged. Rate-limited per session.
     public func handleStateless(_ event: ClientEvent, identity: Identity) async -> [ServerEvent] {
+        metrics.clientEvents.add(1, ordering: .relaxed)
+        let replies = await handleStatelessAll(event, identity: identity)
+        countErrors(replies)
+        return replies
+    }
+
+    /// Counts the error events among `replies` by code.
+    public func countErrors(_ replies: [ServerEvent]) {
+        for reply in replies {
+            if case .error(_, let code, _) = reply { metrics.count("errors", code.rawValue) }
+        }
+    }
+
+    private func handleStatelessAll(_ event: ClientEvent, identity: Identity) async -> [ServerEvent] {
         guard statelessLimiter.take(identity.session) else {
             return [.error(ref: event.ref, code: .rateLimited, message: "too many events; slow down")]
         }
@@ -375,6 +398,7 @@ public final class ChatService: Sendable {
             let message = ServerEvent.message(id: nil, room: room, from: identity.sender, text: text, ts: clock())
             let envelope = Envelope(message, excludeNickname: echo ? nil : identity.nickname)
             let ids = try await broker.publish(envelope, to: [.room(room)])
+            metrics.published.add(1, ordering: .relaxed)
             return [.ack(ref: event.ref, id: ids.first)]
         case .whisper(let to, let text):
             guard try await broker.nicknameHolder(to) != nil else {
@@ -385,6 +409,7 @@ public final class ChatService: Sendable {
             let envelope = Envelope(message, excludeConnection: connection)
             let streams: [StreamKey] = to == me ? [.user(me)] : [.user(to), .user(me)]
             let ids = try await broker.publish(envelope, to: streams)
+            metrics.published.add(1, ordering: .relaxed)
             return [.ack(ref: event.ref, id: ids.last)]
         case .join, .leave:
             return []
@@ -397,6 +422,7 @@ public final class ChatService: Sendable {
         var fields = fields
         if fields["type"] == nil { fields["type"] = .string("event") }
         let ids = try await broker.publish(Envelope(.application(id: nil, target: target, fields: fields)), to: [target])
+        metrics.published.add(1, ordering: .relaxed)
         return ids.first
     }
 
@@ -512,7 +538,16 @@ public final class ChatService: Sendable {
 
     private func heartbeats() async {
         while !Task.isCancelled {
-            try? await broker.heartbeat(localStatus, ttlMilliseconds: Self.heartbeatTTL)
+            let start = ContinuousClock.now
+            do {
+                try await broker.heartbeat(localStatus, ttlMilliseconds: Self.heartbeatTTL)
+                let elapsed = ContinuousClock.now - start
+                metrics.brokerRoundTripMicros.store(
+                    Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000),
+                    ordering: .relaxed)
+            } catch {
+                metrics.brokerRoundTripMicros.store(-1, ordering: .relaxed)
+            }
             try? await Task.sleep(for: .seconds(3))
         }
     }

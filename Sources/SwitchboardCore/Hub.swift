@@ -32,8 +32,12 @@ public final class Hub: Sendable {
     private let state = Mutex(State())
     private let encoders: [WireFormat: FrameEncoder]
 
-    public init(encoders: [WireFormat: FrameEncoder] = [.native: WireFormat.nativeEncoder]) {
+    /// The node's counters (deliveries are counted here, once per loop batch).
+    public let metrics: Metrics
+
+    public init(encoders: [WireFormat: FrameEncoder] = [.native: WireFormat.nativeEncoder], metrics: Metrics = Metrics()) {
         self.encoders = encoders
+        self.metrics = metrics
     }
 
     /// Adds `subscriber` to the audience of `stream`.
@@ -99,6 +103,7 @@ public final class Hub: Sendable {
                     frame = encode(event, format: format, stream: stream, id: id, envelope: envelope)
                     frames[format] = frame
                 }
+                metrics.deliveries.add(members.count, ordering: .relaxed)
                 group.loop.deliver(frame, to: members)
             }
         }

@@ -14,6 +14,7 @@ final class HTTPStreamConnection: Subscriber {
     private let delivery: EventLoopDelivery
     private let state: NIOLoopBoundBox<State>
     private let maxQueuedFrames: Int
+    private let metrics: Metrics?
     /// Completed when the stream ends (client gone, server close).
     let finished: EventLoopPromise<Void>
 
@@ -27,12 +28,13 @@ final class HTTPStreamConnection: Subscriber {
 
     var loop: any DeliveryLoop { delivery }
 
-    init(nickname: Nickname, channel: any Channel, framing: StreamFraming, maxQueuedFrames: Int) {
+    init(nickname: Nickname, channel: any Channel, framing: StreamFraming, maxQueuedFrames: Int, metrics: Metrics? = nil) {
         self.nickname = nickname
         self.channel = channel
         self.framing = framing
         self.delivery = EventLoopDelivery.of(channel.eventLoop)
         self.maxQueuedFrames = maxQueuedFrames
+        self.metrics = metrics
         self.finished = channel.eventLoop.makePromise()
         self.state = NIOLoopBoundBox.makeBoxSendingValue(
             State(gate: OutboundGate(nickname: nickname, connection: connectionID, maxPending: maxQueuedFrames * 4)),
@@ -45,7 +47,9 @@ final class HTTPStreamConnection: Subscriber {
         switch state.value.gate.admit(frame) {
         case .write: write(frame)
         case .hold, .drop: break
-        case .overflow: close(reason: "backlog too large; resume from your cursor")
+        case .overflow:
+            metrics?.count("disconnects", "slow_consumer")
+            close(reason: "backlog too large; resume from your cursor")
         }
     }
 
@@ -81,6 +85,7 @@ final class HTTPStreamConnection: Subscriber {
         } else {
             state.value.backlogged += 1
             if state.value.backlogged > maxQueuedFrames {
+                metrics?.count("disconnects", "slow_consumer")
                 close(reason: "slow consumer; resume from your cursor")
                 return
             }

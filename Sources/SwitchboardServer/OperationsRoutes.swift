@@ -15,6 +15,12 @@ struct OperationsRoutes {
                 JSONValue.object(["ready": .bool(ready), "node": .string(chat.nodeID)]).jsonBytes,
                 status: ready ? .ok : .serviceUnavailable)
         }
+        router.get("/metrics") { _, _ in
+            let text = chat.metrics.render(connections: chat.connectionsByTransport, ready: chat.broker.isReady, node: chat.nodeID)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
         router.get("/cluster") { _, _ in
             let nodes = await chat.clusterNodes()
             let list: [JSONValue] = nodes.map { node in

@@ -34,7 +34,10 @@ struct SendRoutes {
         let replies: [ServerEvent]
         switch ClientEvent.parse(bytes, limits: configuration.chat.eventLimits) {
         case .success(let event): replies = await chat.handleStateless(event, identity: identity)
-        case .failure(let error): replies = [.error(error)]
+        case .failure(let error):
+            replies = [.error(error)]
+            chat.metrics.clientEvents.add(1, ordering: .relaxed)
+            chat.countErrors(replies)
         }
         // The ack or error answers the event (a ping's pong when it had no ref).
         let reply = replies.first { if case .ack = $0 { true } else if case .error = $0 { true } else { false } } ?? replies.first ?? .pong

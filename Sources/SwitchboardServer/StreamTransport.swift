@@ -34,7 +34,8 @@ struct StreamTransport {
             }
         }
         let connection = HTTPStreamConnection(
-            nickname: identity.nickname, channel: context.channel, framing: framing, maxQueuedFrames: configuration.maxQueuedFrames)
+            nickname: identity.nickname, channel: context.channel, framing: framing, maxQueuedFrames: configuration.maxQueuedFrames,
+            metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
             opened = try await chat.open(identity, subscriber: connection, transport: framing.transportName, rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)

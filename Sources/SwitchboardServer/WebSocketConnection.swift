@@ -14,6 +14,7 @@ final class WebSocketConnection: Subscriber {
     private let delivery: EventLoopDelivery
     private let state: NIOLoopBoundBox<State>
     private let maxQueuedFrames: Int
+    private let metrics: Metrics?
 
     struct State {
         var gate: OutboundGate
@@ -25,11 +26,12 @@ final class WebSocketConnection: Subscriber {
 
     var loop: any DeliveryLoop { delivery }
 
-    init(nickname: Nickname, channel: any Channel, maxQueuedFrames: Int) {
+    init(nickname: Nickname, channel: any Channel, maxQueuedFrames: Int, metrics: Metrics? = nil) {
         self.nickname = nickname
         self.channel = channel
         self.delivery = EventLoopDelivery.of(channel.eventLoop)
         self.maxQueuedFrames = maxQueuedFrames
+        self.metrics = metrics
         self.state = NIOLoopBoundBox.makeBoxSendingValue(
             State(gate: OutboundGate(nickname: nickname, connection: connectionID, maxPending: maxQueuedFrames * 4)),
             eventLoop: channel.eventLoop)
@@ -40,7 +42,9 @@ final class WebSocketConnection: Subscriber {
         switch state.value.gate.admit(frame) {
         case .write: write(frame)
         case .hold, .drop: break
-        case .overflow: close(code: .policyViolation, reason: CloseReason.slowConsumer.message)
+        case .overflow:
+            metrics?.count("disconnects", "slow_consumer")
+            close(code: .policyViolation, reason: CloseReason.slowConsumer.message)
         }
     }
 
@@ -67,6 +71,7 @@ final class WebSocketConnection: Subscriber {
         } else {
             state.value.backlogged += 1
             if state.value.backlogged > maxQueuedFrames {
+                metrics?.count("disconnects", "slow_consumer")
                 close(code: .policyViolation, reason: CloseReason.slowConsumer.message)
                 return
             }

@@ -78,7 +78,8 @@ struct WebSocketTransport {
         let rooms = (try? request.rooms(limit: configuration.chat.maxRoomsPerConnection)) ?? []
         let cursor = (try? request.cursor()) ?? nil
         let connection = WebSocketConnection(
-            nickname: identity.nickname, channel: context.channel, maxQueuedFrames: configuration.maxQueuedFrames)
+            nickname: identity.nickname, channel: context.channel, maxQueuedFrames: configuration.maxQueuedFrames,
+            metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
             opened = try await chat.open(identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
@@ -108,16 +109,22 @@ struct WebSocketTransport {
                 case .text(let text):
                     switch ClientEvent.parse(Array(text.utf8), limits: configuration.chat.eventLimits) {
                     case .success(let event): replies = await chat.handle(event, from: opened.session)
-                    case .failure(let error): replies = [.error(error)]
+                    case .failure(let error):
+                        replies = [.error(error)]
+                        chat.metrics.clientEvents.add(1, ordering: .relaxed)
+                        chat.countErrors(replies)
                     }
                 case .binary:
                     replies = [.error(ref: nil, code: .invalidMessage, message: "send events as text frames")]
+                    chat.metrics.clientEvents.add(1, ordering: .relaxed)
+                    chat.countErrors(replies)
                 }
                 for reply in replies { hub.send(reply, to: connection) }
             }
         } catch {
             logger.debug("websocket inbound ended", metadata: ["error": "\(error)"])
             await chat.close(opened.session)
+            chat.metrics.count("disconnects", "message_too_large")
             connection.closeSoon(code: .messageTooLarge, reason: "message too large")
             return
         }
