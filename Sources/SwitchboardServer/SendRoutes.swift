@@ -1,5 +1,6 @@
 import Hummingbird
 import SwitchboardCore
+import Synchronization
 
 /// `POST /api/send?token=…` (body = one client event) and
 /// `GET /api/send?token=…&event=<url-encoded JSON>&callback=fn` for script-only clients:

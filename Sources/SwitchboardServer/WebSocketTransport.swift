@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import SwitchboardCore
+import Synchronization
 
 /// `GET /ws?token=…[&rooms=a,b][&cursor=…]`: native events as text frames.
 struct WebSocketTransport {
