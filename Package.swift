@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "switchboard", targets: ["switchboard"]),
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
+        .executable(name: "socketio-conformance", targets: ["SocketIOConformance"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Identifiers, events, codecs, tokens, the Hub and the Broker protocol with its
@@ -52,6 +54,18 @@ let package = Package(
         ),
         // Pure Engine.IO v4 / Socket.IO v5 packets and session state machines. No I/O.
         .target(name: "SocketIO", dependencies: ["SwitchboardCore"], swiftSettings: strict),
+        // The Engine.IO / Socket.IO test-suite server: the SocketIO module over Hummingbird.
+        .executableTarget(
+            name: "SocketIOConformance",
+            dependencies: [
+                "SocketIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // Shared Broker conformance suite: run against MemoryBroker and RedisBroker.
         .target(
             name: "BrokerConformance",
@@ -76,10 +90,22 @@ let package = Package(
             resources: [.embedInCode("Public")],
             swiftSettings: strict
         ),
+        // `switchboard bench`: the load generator (SwiftNIO clients, HdrHistogram).
+        .target(
+            name: "SwitchboardBench",
+            dependencies: [
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardServer", "SwitchboardRedis",
+                "SwitchboardCore", "SwitchboardServer", "SwitchboardRedis", "SwitchboardBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -97,6 +123,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO"], swiftSettings: strict),
+        .testTarget(
+            name: "SwitchboardBenchTests",
+            dependencies: ["SwitchboardBench", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

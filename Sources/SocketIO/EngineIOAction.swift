@@ -38,6 +38,9 @@ public enum EngineIOCloseReason: String, Sendable, Hashable {
 public enum EngineIOAction: Sendable, Equatable {
     /// Answer the session's pending `GET` with status 200 and this body.
     case answerPoll(sid: String, body: String)
+    /// Answer the session's pending `GET` with this error (the session goes on, on
+    /// another transport).
+    case rejectPoll(sid: String, EngineIOServerError)
     /// Write these frames to the socket, in order.
     case writeWebSocket(EngineIOWebSocketID, [EngineIOFrame])
     /// Close the socket (the session may go on, on another transport).

@@ -19,6 +19,8 @@ public struct EngineIOConfiguration: Sendable, Equatable {
     public var maxPayload: Int
     /// Time a WebSocket has to complete an upgrade (`2probe` … `5`) before it is closed.
     public var upgradeTimeout: Duration
+    /// Time after an upgrade probe at which a waiting poll is answered with `noop`.
+    public var upgradeCheckInterval: Duration
     /// Time a server-closed polling session waits for a poll to carry the `close` packet.
     public var closeTimeout: Duration
     /// The transports clients may use.
@@ -27,13 +29,15 @@ public struct EngineIOConfiguration: Sendable, Equatable {
     /// The defaults of the reference server: 25 s / 20 s heartbeat, 1 MB payloads.
     public init(
         pingInterval: Duration = .seconds(25), pingTimeout: Duration = .seconds(20), maxPayload: Int = 1_000_000,
-        upgradeTimeout: Duration = .seconds(10), closeTimeout: Duration = .seconds(30),
+        upgradeTimeout: Duration = .seconds(10), upgradeCheckInterval: Duration = .milliseconds(100),
+        closeTimeout: Duration = .seconds(30),
         transports: Set<EngineIOTransport> = [.polling, .websocket]
     ) {
         self.pingInterval = pingInterval
         self.pingTimeout = pingTimeout
         self.maxPayload = maxPayload
         self.upgradeTimeout = upgradeTimeout
+        self.upgradeCheckInterval = upgradeCheckInterval
         self.closeTimeout = closeTimeout
         self.transports = transports
     }

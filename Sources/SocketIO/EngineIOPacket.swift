@@ -82,7 +82,8 @@ extension EngineIOPacket {
     /// Parses the text form of one packet (a polling record or a WebSocket text frame).
     public init(text: Substring) throws(EngineIOParseError) {
         guard let first = text.utf8.first else { throw .emptyPacket }
-        let data = text.dropFirst()
+        // Drop the type by scalar, not by Character: data may start with a combining mark.
+        let data = Substring(text.unicodeScalars.dropFirst())
         switch first {
         case UInt8(ascii: "b"):
             guard let bytes = Base64.decode(data.utf8) else { throw .invalidBase64 }

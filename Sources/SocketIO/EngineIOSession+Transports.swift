@@ -1,15 +1,20 @@
 extension EngineIOSession {
     // MARK: - Polling
 
-    /// A `GET` poll. Answered at once when packets are waiting (or with `noop` while an
-    /// upgrade is probed), otherwise left pending. A second poll while one is pending
-    /// is an error: the first gets `close`, the second a 400, and the session ends.
+    /// A `GET` poll. Answered at once when packets are waiting, otherwise left pending.
+    /// Once an upgrade is probed, polls get `noop` (after `upgradeCheckInterval`), or a
+    /// 400 if the upgrade completes first. A second poll while one is pending is an
+    /// error: the first gets `close`, the second a 400, and the session ends.
     public mutating func poll(now: EngineIOInstant) -> EngineIOReply {
         guard transport == .polling, !isClosed else { return EngineIOReply(.failure(.badRequest)) }
         if pollPending {
             return EngineIOReply(.failure(.badRequest), actions: terminate(.transportError))
         }
-        if upgrade?.probed == true {
+        if let noopAt = upgrade?.noopAt {
+            guard now >= noopAt else {
+                pollPending = true
+                return EngineIOReply(.pending)
+            }
             return EngineIOReply(.body(EngineIOPacket.noop.text))
         }
         guard !outbox.isEmpty else {
@@ -64,7 +69,7 @@ extension EngineIOSession {
     /// uses or is upgrading to a WebSocket.
     public mutating func beginUpgrade(_ socket: EngineIOWebSocketID, now: EngineIOInstant) -> Bool {
         guard !isClosed, closeDeadline == nil, transport == .polling, upgrade == nil else { return false }
-        upgrade = Upgrade(socket: socket, probed: false, deadline: now + configuration.upgradeTimeout)
+        upgrade = Upgrade(socket: socket, noopAt: nil, deadline: now + configuration.upgradeTimeout)
         return true
     }
 
@@ -82,18 +87,15 @@ extension EngineIOSession {
         guard let probe = upgrade, probe.socket == socket else { return [] }
         switch try? EngineIOPacket(frame: frame) {
         case .ping("probe"):
-            upgrade?.probed = true
-            var actions: [EngineIOAction] = [.writeWebSocket(socket, [EngineIOPacket.probePong.frame])]
-            if pollPending {
-                pollPending = false
-                actions.append(.answerPoll(sid: sid, body: EngineIOPacket.noop.text))
-            }
-            return actions
+            let noopAt = probe.noopAt ?? now + configuration.upgradeCheckInterval
+            upgrade?.noopAt = noopAt
+            return [.writeWebSocket(socket, [EngineIOPacket.probePong.frame])]
         case .upgrade:
             var actions: [EngineIOAction] = []
             if pollPending {
+                // The polling transport is gone: a poll still waiting is refused.
                 pollPending = false
-                actions.append(.answerPoll(sid: sid, body: EngineIOPacket.noop.text))
+                actions.append(.rejectPoll(sid: sid, .badRequest))
             }
             upgrade = nil
             transport = .websocket

@@ -26,8 +26,12 @@ public struct EngineIOSession: Sendable {
 
     struct Upgrade: Sendable {
         var socket: EngineIOWebSocketID
-        var probed: Bool
+        /// When the probe arrived, polls are answered with `noop` from this instant on
+        /// (like the reference server's upgrade check every 100 ms), so that an `upgrade`
+        /// packet right behind the probe still finds the poll pending.
+        var noopAt: EngineIOInstant?
         var deadline: EngineIOInstant
+        var probed: Bool { noopAt != nil }
     }
 
     /// Opens a session. For a WebSocket session pass its socket; the `open` packet is
@@ -67,7 +71,8 @@ public struct EngineIOSession: Sendable {
 
     /// The earliest instant at which ``tick(now:)`` has something to do.
     public var nextDeadline: EngineIOInstant? {
-        [nextPing, pongDeadline, closeDeadline, upgrade?.deadline].compactMap { $0 }.min()
+        let noop = pollPending ? upgrade?.noopAt : nil
+        return [nextPing, pongDeadline, closeDeadline, upgrade?.deadline, noop].compactMap { $0 }.min()
     }
 
     // MARK: - Application
@@ -100,11 +105,17 @@ public struct EngineIOSession: Sendable {
     public mutating func tick(now: EngineIOInstant) -> [EngineIOAction] {
         guard !isClosed else { return [] }
         if let closeDeadline, now >= closeDeadline { return terminate(.forcedClose) }
-        if let pongDeadline, now >= pongDeadline { return terminate(.pingTimeout) }
+        // A ping that was due long ago also timed out, though no tick sent it.
+        let due = nextPing.map { $0 + configuration.pingTimeout }
+        if let deadline = pongDeadline ?? due, now >= deadline { return terminate(.pingTimeout) }
         var actions: [EngineIOAction] = []
         if let upgrade, now >= upgrade.deadline {
             actions.append(.closeWebSocket(upgrade.socket))
             self.upgrade = nil
+        }
+        if pollPending, let noopAt = upgrade?.noopAt, now >= noopAt {
+            pollPending = false
+            actions.append(.answerPoll(sid: sid, body: EngineIOPacket.noop.text))
         }
         if let due = nextPing, now >= due {
             nextPing = nil

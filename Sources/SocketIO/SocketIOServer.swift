@@ -37,7 +37,7 @@ public struct SocketIOServer: Sendable {
                 var connection = connection
                 return connection.transportClosed(reason)
             } ?? []
-        case .answerPoll, .writeWebSocket, .closeWebSocket:
+        case .answerPoll, .rejectPoll, .writeWebSocket, .closeWebSocket:
             return []
         }
     }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Runs one bench: log in (Switchboard mode), connect the subscribers, wait until the
 /// servers are quiet, publish at the configured rate, drain, and account for every

@@ -86,7 +86,7 @@ final class HTTPPipelineHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
-        waiting.append(request.spec.promise)
+        waiting.append(request.promise)
         let head = HTTPRequestHead(version: .http1_1, method: request.spec.method, uri: request.spec.target, headers: request.spec.headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if let body = request.spec.body, body.readableBytes > 0 {

@@ -17,8 +17,8 @@ public enum ProcessMemory {
     /// The `VmRSS:` line of a `/proc/PID/status` text, in KiB.
     public static func parseVmRSS(_ status: String) -> Int? {
         for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            let fields = line.dropFirst(6).split(separator: " ", omittingEmptySubsequences: true)
-            guard let value = fields.first.flatMap({ Int($0.filter { $0 != "\t" }) }) else { return nil }
+            let fields = line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard let value = fields.first.flatMap({ Int($0) }) else { return nil }
             let unit = fields.dropFirst().first?.lowercased() ?? "kb"
             switch unit {
             case "kb": return value
@@ -60,7 +60,11 @@ public struct CPUTime: Sendable, Equatable {
     /// The CPU time used so far.
     public static func now() -> CPUTime {
         var usage = rusage()
+        #if canImport(Glibc)
+        _ = getrusage(RUSAGE_SELF.rawValue, &usage)
+        #else
         _ = getrusage(RUSAGE_SELF, &usage)
+        #endif
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1_000_000 }
         return CPUTime(user: seconds(usage.ru_utime), system: seconds(usage.ru_stime))
     }

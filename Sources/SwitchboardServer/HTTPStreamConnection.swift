@@ -40,6 +40,15 @@ final class HTTPStreamConnection: Subscriber {
             State(gate: OutboundGate(nickname: nickname, connection: connectionID, maxPending: maxQueuedFrames * 4)),
             eventLoop: channel.eventLoop)
         channel.closeFuture.whenComplete { _ in self.finish() }
+        StreamRegistry.register(self)
+    }
+
+    /// The client closed its side (FIN): end the stream and the connection.
+    func clientGone() {
+        delivery.eventLoop.execute {
+            self.finish()
+            self.channel.close(promise: nil)
+        }
     }
 
     func receive(_ frame: Frame) {
@@ -67,6 +76,7 @@ final class HTTPStreamConnection: Subscriber {
             self.writeText(self.framing.preamble(retryMilliseconds: retryMilliseconds))
             // The welcome's SSE id is the cursor to resume from.
             self.write(welcome, cursorOverride: cursor.description)
+            self.state.value.gate.seed(cursor)
             for frame in backlog where self.state.value.gate.advance(frame) { self.write(frame) }
             for frame in self.state.value.gate.goLive(from: cursor) { self.write(frame) }
             self.flush()
@@ -126,6 +136,7 @@ final class HTTPStreamConnection: Subscriber {
         state.value.closed = true
         state.value.keepAlive?.cancel()
         state.value.keepAlive = nil
+        StreamRegistry.unregister(self)
         finished.succeed()
     }
 }

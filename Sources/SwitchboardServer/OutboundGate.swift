@@ -43,11 +43,17 @@ struct OutboundGate {
         return true
     }
 
+    /// Seeds positions from the welcome cursor (before the backlog is written, so every
+    /// position — and SSE's `id:` line — covers every stream).
+    mutating func seed(_ start: Cursor) {
+        for (room, id) in start.rooms { cursor.advance(.room(room), to: id) }
+        if let user = start.user { cursor.advance(.user(nickname), to: user) }
+    }
+
     /// Seeds positions (the welcome cursor), then switches to live; returns the held
     /// frames still to write, in order.
     mutating func goLive(from start: Cursor) -> [Frame] {
-        for (room, id) in start.rooms { cursor.advance(.room(room), to: id) }
-        if let user = start.user { cursor.advance(.user(nickname), to: user) }
+        seed(start)
         isLive = true
         let held = pending
         pending = []

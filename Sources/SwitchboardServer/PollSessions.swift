@@ -71,12 +71,16 @@ final class PollSessions: Service {
     /// Closes subscribers idle for longer than the window.
     func sweep() async {
         let now = ContinuousClock.now
-        let expired = entries.withLock { entries -> [Session] in
+        let expired = entries.withLock { entries -> [Entry] in
             let gone = entries.filter { $0.value.activePolls <= 0 && now - $0.value.lastSeen > window }
             for key in gone.keys { entries[key] = nil }
-            return gone.values.map(\.session)
+            return Array(gone.values)
         }
-        for session in expired { await chat.close(session) }
+        for entry in expired {
+            // Answers any waiter left registered, so no promise is dropped unfulfilled.
+            entry.subscriber.close(reason: .policy("poll window expired"))
+            await chat.close(entry.session)
+        }
     }
 
     var count: Int { entries.withLock { $0.count } }

@@ -24,7 +24,7 @@ struct SendRoutes {
         router.get("/api/send") { request, _ in
             let callback = try request.callback()
             guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
-            guard let event = request.uri.queryParameters["event"].map(String.init) else {
+            guard let event = request.formParameter("event") else {
                 throw APIError(.badRequest, ErrorCode.invalidMessage.rawValue, "missing event parameter")
             }
             return await answer(Array(event.utf8), identity: identity, callback: callback)
@@ -56,5 +56,48 @@ struct SendRoutes {
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         }
         return Response.json(body, status: status)
+    }
+}
+
+extension Request {
+    /// A query parameter decoded as HTML forms and `URLSearchParams` encode it (`+` is a
+    /// space, then percent-decoding); nil when absent or not UTF-8.
+    func formParameter(_ name: String) -> String? {
+        guard let query = uri.query else { return nil }
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, parts[0] == name else { continue }
+            return FormDecoding.decode(parts[1])
+        }
+        return nil
+    }
+}
+
+enum FormDecoding {
+    static func decode(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "+"):
+                bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+                bytes.append(high << 4 | low)
+            default:
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

@@ -14,6 +14,8 @@ public struct ServerConfiguration: Sendable {
     public var allowedOrigins: [String] = []
     /// Largest accepted WebSocket message and HTTP body, in bytes.
     public var maxMessageBytes = 64 * 1024
+    /// Largest HTTP header field (the whole header block may be twice this).
+    public var maxHeaderBytes = 16 * 1024
     /// Frames a connection may have queued while its socket is not writable before it
     /// is disconnected as a slow consumer.
     public var maxQueuedFrames = 1024

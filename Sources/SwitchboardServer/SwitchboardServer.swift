@@ -66,7 +66,12 @@ extension SwitchboardServer {
                     responder: responder,
                     webSocketResponder: webSocketResponder,
                     configuration: .init(
-                        http1: .init(),
+                        http1: .init(
+                            additionalChannelHandlers: [InputClosedHandler()],
+                            idleTimeout: nil,
+                            httpDecoderConfiguration: .init(
+                                maxHeaderFieldSize: configuration.maxHeaderBytes, maxHeaderListSize: configuration.maxHeaderBytes * 2,
+                                maxHeaderFieldCount: 100)),
                         ws: .init(
                             maxFrameSize: configuration.maxMessageBytes,
                             autoPing: .enabled(timePeriod: configuration.pingInterval)))),

@@ -59,6 +59,7 @@ final class WebSocketConnection: Subscriber {
         delivery.eventLoop.execute {
             guard !self.state.value.closed else { return }
             self.write(welcome)
+            self.state.value.gate.seed(cursor)
             for frame in backlog where self.state.value.gate.advance(frame) { self.write(frame) }
             for frame in self.state.value.gate.goLive(from: cursor) { self.write(frame) }
             self.flush()

@@ -9,7 +9,7 @@ struct Switchboard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A real-time messaging cluster: stateless edge nodes over Redis.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Bench.self],
         defaultSubcommand: Serve.self)
 
     /// Like ArgumentParser's `main`, but a bad flag is one clear line on stderr and a

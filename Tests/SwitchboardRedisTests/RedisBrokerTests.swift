@@ -90,7 +90,8 @@ import Testing
         let log = EventLog()
         let started = ContinuousClock.now
         try await broker.start(log.record)
-        #expect(ContinuousClock.now - started < .seconds(2), "start returns without redis")
+        // Generous bound: only "does not wait for Redis forever" (startTimeout is 300 ms).
+        #expect(ContinuousClock.now - started < .seconds(10), "start returns without redis")
         #expect(!broker.isReady)
         #expect(log.transitions == "d")
         let attempt = ContinuousClock.now

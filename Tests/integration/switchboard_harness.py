@@ -882,3 +882,561 @@ def run(coro: Any, timeout: float = 60.0) -> Any:
 
 def is_type(type_: str, **fields: Any) -> Callable[[dict], bool]:
     return lambda e: e.get("type") == type_ and all(e.get(k) == v for k, v in fields.items())
+
+
+# --------------------------------------------------------------------------------------
+# HTTP transports: SSE, iframe stream, (long/short) poll, JSONP, /api/send, /api/publish
+# (appended for test_transports.py / test_browser_transports.py; PROTOCOL.md § Transports)
+# --------------------------------------------------------------------------------------
+
+
+def base_url(node_or_url: Any) -> str:
+    return node_or_url.url if hasattr(node_or_url, "url") else str(node_or_url).rstrip("/")
+
+
+def stored_key(event: dict) -> Optional[tuple[str, str]]:
+    """(stream, id) of a stored event (`message`, `private`, application events), None
+    for events without an id. The stream is `r.<room>` or `u` (ids are unique per stream)."""
+    ident = event.get("id")
+    if not isinstance(ident, str) or not MESSAGE_ID.match(ident):
+        return None
+    if "room" in event:
+        return ("r." + str(event["room"]), ident)
+    return ("u", ident)
+
+
+class _Recorder:
+    """The event-recording half of `WSClient` (recv, recv_until, wait_seen, …) for
+    clients that are not WebSockets. Subclasses append decoded JSON events to
+    `self.events` and call `self._arrived.set()`."""
+
+    def _init_recorder(self, name: str) -> None:
+        self.name = name
+        self.events: list[dict] = []
+        self.pos = 0
+        self.closed = False
+        self.close_code: Optional[int] = None
+        self.close_reason: Optional[str] = None
+        self._arrived = asyncio.Event()
+
+    _wait_for_more = WSClient._wait_for_more
+    recv = WSClient.recv
+    recv_until = WSClient.recv_until
+    recv_type = WSClient.recv_type
+    recv_all = WSClient.recv_all
+    wait_seen = WSClient.wait_seen
+    wait_type = WSClient.wait_type
+    peek = WSClient.peek
+    seen = WSClient.seen
+    expect_none = WSClient.expect_none
+
+    def stored(self) -> list[dict]:
+        """Every received event that has a message id, in arrival order."""
+        return [e for e in self.events if stored_key(e) is not None]
+
+
+class SSEFrame:
+    __slots__ = ("id", "event", "data", "raw", "at")
+
+    def __init__(self, id: Optional[str], event: Optional[str], data: str, raw: bytes, at: float) -> None:
+        self.id, self.event, self.data, self.raw, self.at = id, event, data, raw, at
+
+    def __repr__(self) -> str:
+        return f"SSEFrame(id={self.id!r}, event={self.event!r}, data={self.data[:200]!r})"
+
+
+class SSEStream(_Recorder):
+    """`GET /sse` read with httpx and parsed by the text/event-stream rules. `events` holds
+    each frame's JSON `data`; `frames` the full frames (id, event, data); `comments`
+    (monotonic time, text) of comment lines; `retry` the last `retry:` value; `raw` every byte."""
+
+    def __init__(self, name: str = "") -> None:
+        self._init_recorder(name)
+        self.frames: list[SSEFrame] = []
+        self.comments: list[tuple[float, str]] = []
+        self.retry: Optional[int] = None
+        self.raw = bytearray()
+        self.status: Optional[int] = None
+        self.headers: Any = None
+        self.opened_at: Optional[float] = None
+        self._client: Optional[httpx.AsyncClient] = None
+        self._task: Optional[asyncio.Task] = None
+
+    @property
+    def last_id(self) -> Optional[str]:
+        """The last `id:` received (what a browser sends as Last-Event-ID)."""
+        ids = [f.id for f in self.frames if f.id is not None]
+        return ids[-1] if ids else None
+
+    @classmethod
+    async def connect(cls, node_or_url: Any, token: Optional[str], rooms: Optional[Iterable[str]] = None, *,
+                      last_event_id: Optional[str] = None, params: Optional[dict] = None,
+                      headers: Optional[dict] = None, name: str = "", timeout: float = 10.0) -> "SSEStream":
+        """Opens the stream; returns once the response head arrived (status in `status`;
+        a non-200 answer's body is in `raw`)."""
+        self = cls(name)
+        query: dict[str, str] = {}
+        if token is not None:
+            query["token"] = token
+        if rooms:
+            query["rooms"] = ",".join(rooms)
+        query.update(params or {})
+        hdrs = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            hdrs["Last-Event-ID"] = last_event_id
+        hdrs.update(headers or {})
+        self._client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(timeout, read=None))
+        opened: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._read(base_url(node_or_url) + "/sse", query, hdrs, opened))
+        try:
+            await asyncio.wait_for(asyncio.shield(opened), timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    @classmethod
+    async def session(cls, node_or_url: Any, token: str, rooms: Optional[Iterable[str]] = None, *,
+                      name: str = "", timeout: float = 10.0, **kwargs: Any) -> "tuple[SSEStream, dict]":
+        """Connects, asserts 200 and `welcome` first; returns (stream, welcome)."""
+        self = await cls.connect(node_or_url, token, rooms, name=name, timeout=timeout, **kwargs)
+        try:
+            assert self.status == 200, f"{name}: /sse → HTTP {self.status}: {bytes(self.raw)[:500]!r}"
+            welcome = await self.recv(timeout)
+            assert welcome.get("type") == "welcome", f"{name}: first SSE event is not welcome: {welcome}"
+        except BaseException:
+            await self.close()
+            raise
+        return self, welcome
+
+    async def _read(self, url: str, query: dict, headers: dict, opened: asyncio.Future) -> None:
+        assert self._client is not None
+        try:
+            async with self._client.stream("GET", url, params=query, headers=headers) as response:
+                self.status = response.status_code
+                self.headers = response.headers
+                self.opened_at = time.monotonic()
+                if not opened.done():
+                    opened.set_result(None)
+                buffer = b""
+                async for chunk in response.aiter_raw():
+                    self.raw += chunk
+                    buffer += chunk
+                    if response.status_code != 200:
+                        continue
+                    buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                    while b"\n\n" in buffer:
+                        block, buffer = buffer.split(b"\n\n", 1)
+                        self._block(block + b"\n\n")
+        except (httpx.HTTPError, asyncio.CancelledError):
+            pass
+        except Exception as e:  # noqa: BLE001 - recorded for diagnostics
+            self.events.append({"__reader_error__": repr(e)})
+        finally:
+            if not opened.done():
+                opened.set_result(None)
+            self.closed = True
+            self._arrived.set()
+
+    def _block(self, block: bytes) -> None:
+        now = time.monotonic()
+        ident: Optional[str] = None
+        event: Optional[str] = None
+        data: list[str] = []
+        for line in block.decode("utf-8").split("\n"):
+            if line == "":
+                continue
+            if line.startswith(":"):
+                self.comments.append((now, line[1:].strip()))
+                continue
+            field, sep, value = line.partition(":")
+            if sep and value.startswith(" "):
+                value = value[1:]
+            if field == "id":
+                ident = value
+            elif field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+            elif field == "retry" and value.isdigit():
+                self.retry = int(value)
+        if not data:
+            return
+        text = "\n".join(data)
+        self.frames.append(SSEFrame(ident, event, text, block, now))
+        try:
+            decoded = json.loads(text)
+            if not isinstance(decoded, dict):
+                decoded = {"__raw__": text}
+        except ValueError:
+            decoded = {"__raw__": text}
+        self.events.append(decoded)
+        self._arrived.set()
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> "SSEStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+IFRAME_EVENT = re.compile(rb"<script>parent\.([A-Za-z_$][A-Za-z0-9_$.]*)\((.*?)\);</script>\n", re.S)
+
+
+class IframeStream(_Recorder):
+    """`GET /iframe?…&callback=fn` read with httpx: every
+    `<script>parent.fn(JSON);</script>` becomes an event; `payloads` keeps the raw JSON
+    bytes of each, `raw` every byte of the response."""
+
+    def __init__(self, callback: str, name: str = "") -> None:
+        self._init_recorder(name)
+        self.callback = callback
+        self.payloads: list[bytes] = []
+        self.raw = bytearray()
+        self.status: Optional[int] = None
+        self.headers: Any = None
+        self._client: Optional[httpx.AsyncClient] = None
+        self._task: Optional[asyncio.Task] = None
+
+    @classmethod
+    async def session(cls, node_or_url: Any, token: str, rooms: Optional[Iterable[str]] = None, *,
+                      callback: str = "cb", cursor: Optional[str] = None, name: str = "",
+                      timeout: float = 10.0) -> "tuple[IframeStream, dict]":
+        self = cls(callback, name)
+        query = {"token": token, "callback": callback}
+        if rooms:
+            query["rooms"] = ",".join(rooms)
+        if cursor is not None:
+            query["cursor"] = cursor
+        self._client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(timeout, read=None))
+        opened: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._read(base_url(node_or_url) + "/iframe", query, opened))
+        try:
+            await asyncio.wait_for(asyncio.shield(opened), timeout)
+            assert self.status == 200, f"{name}: /iframe → HTTP {self.status}: {bytes(self.raw)[:500]!r}"
+            welcome = await self.recv(timeout)
+            assert welcome.get("type") == "welcome", f"{name}: first iframe event is not welcome: {welcome}"
+        except BaseException:
+            await self.close()
+            raise
+        return self, welcome
+
+    async def _read(self, url: str, query: dict, opened: asyncio.Future) -> None:
+        assert self._client is not None
+        try:
+            async with self._client.stream("GET", url, params=query) as response:
+                self.status = response.status_code
+                self.headers = response.headers
+                if not opened.done():
+                    opened.set_result(None)
+                scanned = 0
+                async for chunk in response.aiter_raw():
+                    self.raw += chunk
+                    if response.status_code != 200:
+                        continue
+                    for match in IFRAME_EVENT.finditer(bytes(self.raw), scanned):
+                        scanned = match.end()
+                        payload = match.group(2)
+                        self.payloads.append(payload)
+                        try:
+                            self.events.append(json.loads(payload))
+                        except ValueError:
+                            self.events.append({"__raw__": payload.decode("utf-8", "replace")})
+                        self._arrived.set()
+        except (httpx.HTTPError, asyncio.CancelledError):
+            pass
+        except Exception as e:  # noqa: BLE001
+            self.events.append({"__reader_error__": repr(e)})
+        finally:
+            if not opened.done():
+                opened.set_result(None)
+            self.closed = True
+            self._arrived.set()
+
+    close = SSEStream.close
+
+    async def __aenter__(self) -> "IframeStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+JSONP_BODY = re.compile(rb"^([A-Za-z_$][A-Za-z0-9_$.]*)\((.*)\);$", re.S)
+
+
+def unwrap_jsonp(body: bytes, callback: str) -> Any:
+    """`fn(JSON);` → the decoded JSON; asserts the shape and the callback name."""
+    match = JSONP_BODY.match(body)
+    assert match, f"not a JSONP body: {body[:300]!r}"
+    assert match.group(1) == callback.encode(), f"callback {match.group(1)!r}, expected {callback!r}"
+    return json.loads(match.group(2))
+
+
+class Poller:
+    """A polling client: `GET /poll` with the cursor it was last given. `events` is every
+    event of every answer, in order; `answers` the raw answers (node url, status, bytes)."""
+
+    def __init__(self, token: str, rooms: Iterable[str], name: str = "", callback: Optional[str] = None,
+                 client: Optional[httpx.AsyncClient] = None) -> None:
+        self.token = token
+        self.rooms = list(rooms)
+        self.name = name
+        self.callback = callback
+        self.cursor: Optional[str] = None
+        self.events: list[dict] = []
+        self.answers: list[tuple[str, int, bytes]] = []
+        self._client = client or httpx.AsyncClient(trust_env=False, timeout=40.0)
+        self._own_client = client is None
+
+    async def poll(self, node_or_url: Any, wait: int = 0, cursor: Any = ..., **extra: str) -> list[dict]:
+        """One poll; asserts 200, adopts the returned cursor, returns the new events."""
+        params = {"token": self.token, "wait": str(wait)}
+        if self.rooms:
+            params["rooms"] = ",".join(self.rooms)
+        cur = self.cursor if cursor is ... else cursor
+        if cur is not None:
+            params["cursor"] = cur
+        if self.callback is not None:
+            params["callback"] = self.callback
+        params.update(extra)
+        url = base_url(node_or_url)
+        r = await self._client.get(url + "/poll", params=params)
+        self.answers.append((url, r.status_code, r.content))
+        assert r.status_code == 200, f"{self.name}: /poll on {url} → HTTP {r.status_code}: {r.text[:500]}"
+        if self.callback is not None:
+            assert r.headers.get("content-type", "").startswith("application/javascript"), r.headers
+            body = unwrap_jsonp(r.content, self.callback)
+        else:
+            assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+            body = r.json()
+        assert isinstance(body, dict) and set(body) == {"cursor", "events"}, f"{self.name}: poll body {body}"
+        assert isinstance(body["cursor"], str) and isinstance(body["events"], list), body
+        self.cursor = body["cursor"]
+        self.events.extend(body["events"])
+        return body["events"]
+
+    def stored(self) -> list[dict]:
+        return [e for e in self.events if stored_key(e) is not None]
+
+    async def close(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+
+async def api_send(node_or_url: Any, token: Optional[str], event: Any, *, method: str = "POST",
+                   callback: Optional[str] = None, client: Optional[httpx.AsyncClient] = None,
+                   form_encoding: bool = False) -> httpx.Response:
+    """`POST /api/send?token=…` (body = the event: dict → JSON, str/bytes as is) or
+    `GET /api/send?token=…&event=…[&callback=…]`. GET parameters are percent-encoded
+    (space = %20, like `encodeURIComponent`); with `form_encoding` as
+    application/x-www-form-urlencoded (space = `+`, like `URLSearchParams` or jQuery)."""
+    own = client is None
+    client = client or httpx.AsyncClient(trust_env=False, timeout=10.0)
+    try:
+        params: dict[str, str] = {}
+        if token is not None:
+            params["token"] = token
+        body = json.dumps(event, ensure_ascii=False) if isinstance(event, (dict, list)) else event
+        url = base_url(node_or_url) + "/api/send"
+        if method == "GET":
+            if body is not None:
+                params["event"] = body.decode() if isinstance(body, bytes) else body
+            if callback is not None:
+                params["callback"] = callback
+            from urllib.parse import quote, quote_plus
+            enc = quote_plus if form_encoding else quote
+            query = "&".join(f"{enc(k, safe='')}={enc(v, safe='')}" for k, v in params.items())
+            return await client.get(url + ("?" + query if query else ""))
+        content = body.encode() if isinstance(body, str) else body
+        return await client.post(url, params=params, content=content, headers={"Content-Type": "application/json"})
+    finally:
+        if own:
+            await client.aclose()
+
+
+def publish(node_or_url: Any, body: Any, api_key: Optional[str] = DEFAULT_API_KEY,
+            headers: Optional[dict] = None) -> httpx.Response:
+    """`POST /api/publish` with `Authorization: Bearer <api_key>` (none when None).
+    `body` dict/list → JSON; str/bytes as is."""
+    hdrs = {"Content-Type": "application/json"}
+    if api_key is not None:
+        hdrs["Authorization"] = f"Bearer {api_key}"
+    hdrs.update(headers or {})
+    content = json.dumps(body, ensure_ascii=False).encode() if isinstance(body, (dict, list)) else body
+    with http_client() as client:
+        return client.post(base_url(node_or_url) + "/api/publish", content=content, headers=hdrs)
+
+
+def cluster_connections(node: Any) -> dict[str, int]:
+    """This node's live connections per transport, from its own `GET /cluster`."""
+    with http_client() as client:
+        r = client.get(base_url(node) + "/cluster")
+    assert r.status_code == 200, f"/cluster → HTTP {r.status_code}: {r.text}"
+    body = r.json()
+    me = body.get("node")
+    for entry in body.get("nodes", []):
+        if entry.get("id") == me:
+            return dict(entry.get("connections") or {})
+    raise AssertionError(f"/cluster of {base_url(node)} does not list its own node {me!r}: {body}")
+
+
+# --------------------------------------------------------------------------------------
+# haproxy in front of nodes (appended for test_browser_chat.py; reusable)
+# --------------------------------------------------------------------------------------
+
+
+def haproxy_bin() -> str:
+    return os.environ.get("HAPROXY_BIN", "haproxy")
+
+
+class HAProxy:
+    """A throw-away haproxy on a free port in front of `SwitchboardNode`s (or "host:port"
+    strings): round robin, no stickiness, health checks on `/readyz` every
+    `check_interval_ms`, `timeout tunnel 1h` for WebSockets, `option redispatch` so a
+    request to a dead node is retried on another. The config lives in a temp dir
+    (`config_path`). `start()` waits until the LB answers `/healthz`; always `stop()`."""
+
+    def __init__(self, backends: Iterable[Any], port: Optional[int] = None, binary: Optional[str] = None,
+                 check_interval_ms: int = 500, deny_paths: Iterable[str] = (),
+                 frontend_rules: Iterable[str] = (), bufsize: Optional[int] = None) -> None:
+        self.backends = [f"127.0.0.1:{b.port}" if hasattr(b, "port") else str(b) for b in backends]
+        #: Path prefixes answered 403 by the LB itself (e.g. "/ws": a proxy that blocks WebSockets).
+        self.deny_paths = list(deny_paths)
+        #: Extra lines for the frontend (e.g. `http-request return … file …`).
+        self.frontend_rules = list(frontend_rules)
+        #: `tune.bufsize` (haproxy's default, 16 KiB, also bounds request lines and headers).
+        self.bufsize = bufsize
+        self.port = port if port is not None else free_port()
+        self.binary = binary or haproxy_bin()
+        self.check_interval_ms = check_interval_ms
+        self.dir = Path(tempfile.mkdtemp(prefix="haproxy-", dir=log_dir()))
+        self.config_path = self.dir / "haproxy.cfg"
+        self.log_path = self.dir / "haproxy.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def config(self) -> str:
+        servers = "\n".join(f"    server n{i} {addr} check" for i, addr in enumerate(self.backends, 1))
+        deny = "".join(f"    http-request deny deny_status 403 if {{ path_beg {p} }}\n" for p in self.deny_paths)
+        deny += "".join(f"    {rule}\n" for rule in self.frontend_rules)
+        tune = f"    tune.bufsize {self.bufsize}\n" if self.bufsize else ""
+        return f"""global
+    maxconn 4096
+{tune}
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    timeout client-fin 5s
+    timeout http-request 10s
+    option redispatch
+    retries 3
+
+frontend www
+    bind 127.0.0.1:{self.port}
+{deny}    default_backend nodes
+
+backend nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter {self.check_interval_ms}ms fall 1 rise 1
+{servers}
+"""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 15.0) -> "HAProxy":
+        self.config_path.write_text(self.config())
+        check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy rejected its config:\n{check.stderr}\n{self.config()}")
+        self.proc = _spawn([self.binary, "-db", "-f", str(self.config_path)], dict(os.environ), self.log_path)
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"haproxy exited early (code {self.proc.returncode}); log:\n{_tail(self.log_path)}")
+                try:
+                    r = client.get(self.url + "/healthz")
+                    if r.status_code == 200:
+                        return self
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as e:
+                    last = e
+                time.sleep(0.1)
+        _hard_kill(self.proc)
+        raise RuntimeError(f"haproxy on {self.port} not answering /healthz after {timeout}s ({last!r}); log:\n{_tail(self.log_path)}")
+
+    def nodes_seen(self, requests: int = 8) -> set:
+        """Node ids answering `/healthz` through the LB over `requests` requests."""
+        seen = set()
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            for _ in range(requests):
+                try:
+                    r = client.get(self.url + "/healthz")
+                    if r.status_code == 200:
+                        seen.add(r.json().get("node"))
+                except httpx.HTTPError:
+                    pass
+        return seen
+
+    def wait_nodes(self, count: int, timeout: float = 15.0) -> set:
+        """Waits until round robin reaches `count` distinct healthy nodes."""
+        deadline = time.monotonic() + timeout
+        seen: set = set()
+        while time.monotonic() < deadline:
+            seen = self.nodes_seen(2 * count + 2)
+            if len(seen) >= count:
+                return seen
+            time.sleep(0.2)
+        raise AssertionError(f"haproxy {self.url} reaches {seen}, not {count} nodes, after {timeout}s")
+
+    def stop(self) -> Optional[int]:
+        return _terminate(self.proc)
+
+    def __repr__(self) -> str:
+        return f"HAProxy({self.url} → {self.backends}, running={self.running})"
+
+
+# --------------------------------------------------------------------------------------
+# switchboard bench
+# --------------------------------------------------------------------------------------
+
+
+def run_bench(urls: Iterable[str], *args: str, api_key: Optional[str] = DEFAULT_API_KEY,
+              binary: Optional[str] = None, timeout: float = 180.0) -> dict:
+    """Runs `switchboard bench --json --no-progress --url … <args>` and returns its parsed
+    JSON result (see BenchResult in Sources/SwitchboardBench). Fails with its stderr when
+    it exits non-zero."""
+    cmd = [binary or switchboard_bin(), "bench", "--json", "--no-progress"]
+    for url in urls:
+        cmd += ["--url", url]
+    cmd += list(args)
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_API_KEY"}
+    if api_key is not None:
+        env["SWITCHBOARD_API_KEY"] = api_key
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout)

@@ -101,6 +101,14 @@
     return e;
   }
 
+  /** Runs `fn` once the page has loaded: a <script> or <iframe> added before the load event
+   *  would hold the page's load (and its busy indicator) for as long as it streams. */
+  function afterLoad(fn) {
+    var doc = global.document;
+    if (!doc || doc.readyState === 'complete' || !global.addEventListener) return fn();
+    global.addEventListener('load', function onLoad() { global.removeEventListener('load', onLoad); setTimeout(fn, 0); });
+  }
+
   function jsonOrNull(text) { try { return JSON.parse(text); } catch (_) { return null; } }
 
   // Callbacks for JSONP and iframe responses live on a global object, named so that they
@@ -362,6 +370,10 @@
   IframeConnection.prototype = Object.create(Connection.prototype);
   IframeConnection.supported = function () { return !!(global.document && global.document.createElement); };
   IframeConnection.prototype.open = function () {
+    var self = this;
+    afterLoad(function () { if (!self.dead) self.start(); });
+  };
+  IframeConnection.prototype.start = function () {
     var self = this, o = this.sb.options, doc = global.document;
     this.cb = registerCallback('f', function (ev) {
       // The object comes from the iframe's realm: copy it into ours.
@@ -413,7 +425,11 @@
     this.script = name === 'jsonp';
   }
   PollConnection.prototype = Object.create(Connection.prototype);
-  PollConnection.prototype.open = function () { this.poll(true); };
+  PollConnection.prototype.open = function () {
+    var self = this;
+    if (!this.script) return this.poll(true);
+    afterLoad(function () { self.poll(true); });
+  };
   PollConnection.prototype.poll = function (handshake) {
     var self = this, o = this.sb.options;
     if (this.dead) return;
@@ -509,9 +525,26 @@
     this._gen = 0;
     var self = this;
     this._onlineListener = function () {
-      if (!self._closed && !self._conn && self.token) { self._attempt = 0; clearTimeout(self._timer); self._open(); }
+      if (!self._closed && !self._suspended && !self._conn && self.token) { self._attempt = 0; clearTimeout(self._timer); self._open(); }
     };
-    if (global.addEventListener) global.addEventListener('online', this._onlineListener);
+    // A page kept in the back/forward cache must not hold a connection (the server would
+    // count it online): disconnect on the way in, resume with the cursor on the way out.
+    this._pageHide = function () {
+      if (self._closed || self._suspended) return;
+      self._suspended = true;
+      clearTimeout(self._timer);
+      if (self._conn) { self._conn.close(); self._conn = null; }
+    };
+    this._pageShow = function (e) {
+      if (!self._suspended) return;
+      self._suspended = false;
+      if (!self._closed && self.token && (!e || e.persisted !== false)) { self._attempt = 0; self._open(); }
+    };
+    if (global.addEventListener) {
+      global.addEventListener('online', this._onlineListener);
+      global.addEventListener('pagehide', this._pageHide);
+      global.addEventListener('pageshow', this._pageShow);
+    }
   }
 
   Switchboard.VERSION = VERSION;
@@ -589,7 +622,7 @@
     }, this.options.connectTimeout).then(function (r) {
       var b = r.body || {};
       if (!r.ok || !b.token) throw SwitchboardError(b.error || ('http_' + r.status), b.message || 'login failed', { status: r.status });
-      self.close();
+      if (!self._closed || self._conn) self.close();
       self.nickname = b.nickname;
       self.avatar = b.avatar;
       self._last = {};
@@ -607,6 +640,7 @@
     if (this._conn) { this._conn.close(); this._conn = null; }
     clearTimeout(this._timer);
     this._closed = false;
+    this._suspended = false;
     this._attempt = 0;
     this._index = 0;
     this._wasOnline = false;
@@ -643,7 +677,7 @@
 
   proto._open = function (quiet) {
     clearTimeout(this._timer);
-    if (this._closed || !this.token) return;
+    if (this._closed || this._suspended || !this.token) return;
     var name = this._order[this._index % this._order.length];
     var Impl = CONNECTIONS[name];
     if (!Impl.supported()) {
@@ -697,7 +731,12 @@
     });
     if (conn.name === 'websocket') {
       // Rooms changed while this connection was being opened: tell the server.
-      this._rooms.forEach(function (room) { if (conn.rooms.indexOf(room) < 0) self._wsJoin(conn, room); });
+      this._rooms.forEach(function (room) {
+        if (conn.rooms.indexOf(room) >= 0) return;
+        self._wsJoin(conn, room).then(function (ack) { self._settleWaiters(room, ack); }, function (err) {
+          if (err && err.event) self._settleWaiters(room, null, err);
+        });
+      });
       conn.rooms.slice().forEach(function (room) {
         if (self._rooms.indexOf(room) < 0) { conn.rooms.splice(conn.rooms.indexOf(room), 1); conn.send({ type: 'leave', room: room }); }
       });
@@ -707,6 +746,15 @@
     var queue = this._queue;
     this._queue = [];
     queue.forEach(function (req) { if (self._pending[req.ref]) self._dispatch(req); });
+  };
+
+  proto._settleWaiters = function (room, ack, error) {
+    this._roomWaiters = this._roomWaiters.filter(function (w) {
+      if (w.room !== room) return true;
+      clearTimeout(w.timer);
+      if (error) w.reject(error); else w.resolve(ack);
+      return false;
+    });
   };
 
   proto._connEvent = function (conn, ev) {
@@ -773,7 +821,8 @@
     var status = info.status;
     if (reason === 'nickname_taken' || status === 409) return this._fatal('nickname_taken', 'the nickname is held by another session');
     if (status === 401) return this._fatal('unauthorized', 'the token was refused; log in again');
-    if (status === 400 && info.body && info.body.error === 'invalid_cursor') this._resetCursor();
+    var badCursor = status === 400 && info.body && info.body.error === 'invalid_cursor';
+    if (badCursor) this._resetCursor();
     if (!this.options.autoReconnect) { this.transport = null; return this._setState('offline', { reason: reason }); }
 
     if (conn.opened) {
@@ -785,7 +834,7 @@
       return this._schedule(reason);
     }
     // Never opened.
-    if (status >= 500 || status === 429) return this._schedule(reason); // the server (or LB) is in trouble
+    if (status >= 500 || status === 429 || badCursor) return this._schedule(reason); // the server (or LB) is in trouble
     if (status) { this._strike(name); return this._schedule(reason); }
     var gen = this._gen;
     this._setState(this._wasOnline ? 'reconnecting' : 'connecting', { trying: name, probing: true });

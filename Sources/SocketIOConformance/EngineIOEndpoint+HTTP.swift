@@ -1,0 +1,125 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import SocketIO
+
+extension EngineIOEndpoint {
+    /// Answers an HTTP request to the endpoint's path: handshake, poll or POST, or the
+    /// reference server's error for anything else.
+    func respond(to request: Request) async -> Response {
+        if request.method == .options { return Self.preflight(request) }
+        let route = self.route(Self.engineRequest(request))
+        let response: EngineIOReply.Response
+        switch route {
+        case .failure(let error):
+            response = .failure(error)
+        case .handshake(.polling):
+            response = await self.request { $0.handshake(sid: Self.makeSID(), now: .now) }
+        case .handshake(.websocket), .upgrade:
+            // A WebSocket request that was not upgraded.
+            response = .failure(.badRequest)
+        case .poll(let sid):
+            response = await poll(sid: sid)
+        case .post(let sid):
+            response = await post(sid: sid, body: request.body)
+        }
+        return Self.httpResponse(response, for: request)
+    }
+
+    private func post(sid: String, body: RequestBody) async -> EngineIOReply.Response {
+        let begin = await request { $0.beginPost(sid: sid, now: .now) }
+        guard begin == .pending else { return begin }
+        let bytes: [UInt8]?
+        do {
+            bytes = Array(try await body.collect(upTo: configuration.maxPayload).readableBytesView)
+        } catch {
+            bytes = nil
+        }
+        return await request { $0.finishPost(sid: sid, body: bytes, now: .now) }
+    }
+
+    /// The parts of a request the server looks at.
+    static func engineRequest(_ request: Request) -> EngineIORequest {
+        EngineIORequest(
+            method: request.method.rawValue, query: query(request.uri.query),
+            isWebSocketUpgrade: request.headers[.upgrade]?.lowercased() == "websocket")
+    }
+
+    /// The first value of each query parameter, percent-decoded.
+    static func query(_ query: String?) -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in (query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            let value = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
+            if result[key] == nil { result[key] = value }
+        }
+        return result
+    }
+
+    static func httpResponse(_ response: EngineIOReply.Response, for request: Request) -> Response {
+        var headers = corsHeaders(request)
+        switch response {
+        case .body(let body):
+            headers[.contentType] = "text/plain; charset=UTF-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+        case .pending:
+            return Response(status: .internalServerError, headers: headers)
+        case .failure(let error):
+            headers[.contentType] = "application/json"
+            return Response(
+                status: HTTPResponse.Status(code: error.status), headers: headers,
+                body: .init(byteBuffer: ByteBuffer(string: error.json)))
+        }
+    }
+
+    /// `cors: {origin: "*"}` as the test-suite servers are configured.
+    static func corsHeaders(_ request: Request) -> HTTPFields {
+        var headers = HTTPFields()
+        if let origin = request.headers[.origin] {
+            headers[.accessControlAllowOrigin] = origin
+            headers[.accessControlAllowCredentials] = "true"
+            headers[.vary] = "Origin"
+        } else {
+            headers[.accessControlAllowOrigin] = "*"
+        }
+        return headers
+    }
+
+    static func preflight(_ request: Request) -> Response {
+        var headers = corsHeaders(request)
+        headers[.accessControlAllowMethods] = "GET,HEAD,PUT,PATCH,POST,DELETE"
+        if let requested = request.headers[.accessControlRequestHeaders] {
+            headers[.accessControlAllowHeaders] = requested
+        }
+        return Response(status: .noContent, headers: headers)
+    }
+}
+
+extension String {
+    /// Percent-decoding without Foundation; `nil` when an escape is malformed or the
+    /// result is not UTF-8. `+` is left alone (the clients escape spaces as `%20`).
+    var removingPercentEncoding: String? {
+        var bytes: [UInt8] = []
+        var iterator = utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue)
+            else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
