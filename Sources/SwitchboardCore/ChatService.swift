@@ -11,6 +11,7 @@ public final class ChatService: Sendable {
     private let logger: Logger
     private let clock: @Sendable () -> Int64
     let presence: PresenceTracker
+    let cache: StreamCache
     /// Counters for `/metrics` (the hub's).
     public var metrics: Metrics { hub.metrics }
     private let statelessLimiter: SessionRateLimiter
@@ -41,6 +42,7 @@ public final class ChatService: Sendable {
         self.signer = signer
         self.logger = logger
         self.clock = clock
+        self.cache = StreamCache(capacity: configuration.replayLimit)
         self.statelessLimiter = SessionRateLimiter(rate: configuration.ratePerSecond, burst: configuration.rateBurst)
         self.presence = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: clock)
     }
@@ -67,6 +69,7 @@ public final class ChatService: Sendable {
         switch event {
         case .message(let stream, let id, let envelope):
             metrics.brokerMessages.add(1, ordering: .relaxed)
+            if let id { cache.append(StreamEntry(stream: stream, id: id, envelope: envelope)) }
             if let id {
                 state.withLock { state in
                     if let seen = state.seen[stream], seen >= id { return }
@@ -79,6 +82,7 @@ public final class ChatService: Sendable {
             }
             hub.deliver(envelope.event, stream: stream, id: id, envelope: envelope)
         case .disconnected:
+            cache.dropAll()
             metrics.brokerDisconnects.add(1, ordering: .relaxed)
             logger.warning("broker connection lost")
         case .reconnected:
@@ -94,10 +98,12 @@ public final class ChatService: Sendable {
         let seen = state.withLock { $0.seen }
         for stream in hub.streams {
             do {
+                cache.prepare(stream)
                 let page = try await broker.history(of: stream, after: seen[stream], limit: configuration.replayLimit)
                 for entry in page.entries {
                     brokerEvent(.message(stream: entry.stream, id: entry.id, envelope: entry.envelope))
                 }
+                cache.start(stream, base: try await broker.head(of: stream) ?? .zero)
             } catch {
                 logger.warning("history after reconnect failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
             }
@@ -223,6 +229,20 @@ public final class ChatService: Sendable {
         }
     }
 
+    /// The current online count of each room, as `presence` events (the node's last
+    /// announced count, else asked from the broker) — for clients that poll.
+    public func presenceSnapshot(_ rooms: [RoomName]) async -> [ServerEvent] {
+        var events: [ServerEvent] = []
+        for room in Set(rooms).sorted() {
+            if let count = presence.lastCount(room) {
+                events.append(.presence(room: room, count: count))
+            } else if let count = try? await broker.presenceCount(of: room, now: clock()) {
+                events.append(.presence(room: room, count: count))
+            }
+        }
+        return events
+    }
+
     /// Connection limits: per node and per client address. Counts the connection when it
     /// is admitted; `close` releases it.
     private func admit(remote: String?) -> EventError? {
@@ -263,7 +283,12 @@ public final class ChatService: Sendable {
         for stream in streams {
             if let after = cursor?[stream] {
                 position.advance(stream, to: after)
-                let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
+                let page: HistoryPage
+                if let cached = cache.read(stream, after: after, limit: configuration.replayLimit) {
+                    page = HistoryPage(entries: cached, gap: false)
+                } else {
+                    page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
+                }
                 if page.gap {
                     metrics.historyResets.add(1, ordering: .relaxed)
                     var room: RoomName?
@@ -278,7 +303,11 @@ public final class ChatService: Sendable {
                 }
             } else {
                 // Empty streams start at 0-0, so a resume gets their first message too.
-                position.advance(stream, to: try await broker.head(of: stream) ?? .zero)
+                if let head = cache.head(stream) {
+                    position.advance(stream, to: head)
+                } else {
+                    position.advance(stream, to: try await broker.head(of: stream) ?? .zero)
+                }
             }
         }
         return (backlog, resets, position)
@@ -475,8 +504,15 @@ public final class ChatService: Sendable {
     }
 
     private func subscribe(_ stream: StreamKey) async throws {
-        try await broker.subscribe(stream)
-        state.withLock { _ = $0.subscribed.insert(stream) }
+        cache.prepare(stream)
+        do {
+            try await broker.subscribe(stream)
+            state.withLock { _ = $0.subscribed.insert(stream) }
+            cache.start(stream, base: try await broker.head(of: stream) ?? .zero)
+        } catch {
+            cache.drop(stream)
+            throw error
+        }
     }
 
     private func unsubscribe(_ stream: StreamKey) async {
@@ -486,6 +522,7 @@ public final class ChatService: Sendable {
             state.subscribed.remove(stream)
             state.seen[stream] = nil
         }
+        cache.drop(stream)
         try? await broker.unsubscribe(stream)
         if hub.memberCount(of: stream) > 0 { try? await broker.subscribe(stream) }
     }

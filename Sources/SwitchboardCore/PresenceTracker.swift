@@ -23,6 +23,11 @@ final class PresenceTracker: Sendable {
         self.clock = clock
     }
 
+    /// The last count this node announced for `room`, if it has one.
+    func lastCount(_ room: RoomName) -> Int? {
+        state.withLock { $0.lastSent[room] }
+    }
+
     func markDirty(_ room: RoomName) {
         state.withLock { _ = $0.dirty.insert(room) }
     }

@@ -37,6 +37,8 @@ struct PollTransport {
             writer.raw("{")
             writer.key("cursor", first: true)
             writer.string(position.description)
+            writer.key("node")
+            writer.string(chat.nodeID)
             writer.key("events")
             body += writer.bytes + [UInt8(ascii: "[")]
             for (index, event) in events.enumerated() {
@@ -48,7 +50,10 @@ struct PollTransport {
             let contentType = callback != nil ? "application/javascript; charset=utf-8" : "application/json; charset=utf-8"
             return Response(
                 status: .ok,
-                headers: [.contentType: contentType, .cacheControl: "no-store", .xContentTypeOptions: "nosniff"],
+                headers: [
+                    .contentType: contentType, .cacheControl: "no-store", .xContentTypeOptions: "nosniff",
+                    HTTPField.Name("X-Switchboard-Node")!: chat.nodeID,
+                ],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         }
     }
@@ -70,14 +75,14 @@ struct PollTransport {
             let welcome = ServerEvent.welcome(
                 nickname: identity.nickname, avatar: identity.avatar, node: chat.nodeID, transport: transport,
                 cursor: position.description)
-            return (position, [welcome.jsonBytes])
+            return (position, [welcome.jsonBytes] + (await chat.presenceSnapshot(rooms)).map(\.jsonBytes))
         }
         var events = caughtUp.resets.map(\.jsonBytes)
         for entry in caughtUp.backlog {
             position.advance(entry.stream, to: entry.id)
             events.append(hub.encode(entry.envelope.event, format: .native, stream: entry.stream, id: entry.id, envelope: entry.envelope).bytes)
         }
-        if !events.isEmpty || wait == 0 { return (position, events) }
+        if !events.isEmpty || wait == 0 { return (position, events + (await presenceEvents(rooms, already: events))) }
 
         // Nothing missed: wait for the parked subscriber to see something new.
         let deadline = NIODeadline.now() + .seconds(Int64(wait))
@@ -103,7 +108,20 @@ struct PollTransport {
             try? await batch.get()
             timer.cancel()
         }
-        return (position, events)
+        return (position, events + (await presenceEvents(rooms, already: events)))
+    }
+
+    /// Polls see the current online count of their rooms in every answer (a count that
+    /// changed between two polls would otherwise be missed), unless the answer already
+    /// carries one for that room.
+    private func presenceEvents(_ rooms: [RoomName], already events: [[UInt8]]) async -> [[UInt8]] {
+        let snapshot = await chat.presenceSnapshot(rooms)
+        return snapshot.compactMap { event in
+            guard case .presence(let room, _) = event else { return nil }
+            let marker = Array(#""type":"presence","room":"\#(room.value)""#.utf8)
+            if events.contains(where: { $0.count < 256 && $0.firstRange(of: marker) != nil }) { return nil }
+            return event.jsonBytes
+        }
     }
 }
 

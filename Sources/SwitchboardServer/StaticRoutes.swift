@@ -14,6 +14,17 @@ struct StaticRoutes {
                 ],
                 body: ResponseBody(byteBuffer: page))
         }
+        router.get("/switchboard.mjs") { _, _ in
+            // ES module form: `import Switchboard from "/switchboard.mjs"`.
+            Response(
+                status: .ok,
+                headers: [
+                    .contentType: "application/javascript; charset=utf-8", .cacheControl: "no-cache",
+                    .xContentTypeOptions: "nosniff", .accessControlAllowOrigin: "*",
+                ],
+                body: ResponseBody(
+                    byteBuffer: ByteBuffer(string: "import './switchboard.js';\nexport default globalThis.Switchboard;\nexport const Switchboard = globalThis.Switchboard;\n")))
+        }
         let library = ByteBuffer(bytes: PackageResources.switchboard_js)
         router.get("/switchboard.js") { _, _ in
             Response(
