@@ -17,6 +17,7 @@ swift_status=${PIPESTATUS[0]}
 
 echo "==> pytest Tests/integration"
 export SWITCHBOARD_BIN="$PWD/.build/debug/switchboard"
+export SOCKETIO_CONFORMANCE_BIN="$PWD/.build/debug/socketio-conformance"
 python3 -m pytest Tests/integration -q -p no:cacheprovider "$@"
 py_status=$?
 exit $(( swift_status != 0 ? swift_status : py_status ))

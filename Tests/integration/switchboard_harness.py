@@ -40,7 +40,7 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-DEFAULT_BIN = "/work/main/.build/debug/switchboard"
+DEFAULT_BIN = str(Path(__file__).resolve().parents[2] / ".build/debug/switchboard")
 DEFAULT_SECRET = "integration-test-secret-0123456789abcdef"
 DEFAULT_API_KEY = "integration-test-api-key"
 
