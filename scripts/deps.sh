@@ -6,7 +6,7 @@ set -euo pipefail
 APT_RUN=(redis-server libhiredis-dev haproxy)
 APT_TEST=(chromium chromium-driver iproute2 docker-compose)
 PIP_RUN=(honcho)
-PIP_TEST=(pytest websockets httpx requests "python-socketio[asyncio_client]" aiohttp selenium)
+PIP_TEST=(pytest websockets httpx requests python-socketio aiohttp selenium)
 
 want_apt=("${APT_RUN[@]}")
 want_pip=("${PIP_RUN[@]}")
