@@ -4,7 +4,7 @@
 set -euo pipefail
 
 APT_RUN=(redis-server libhiredis-dev haproxy)
-APT_TEST=(chromium chromium-driver iproute2 docker-compose)
+APT_TEST=(chromium chromium-driver iproute2 docker-compose fonts-noto-color-emoji fonts-wqy-microhei)
 PIP_RUN=(honcho)
 PIP_TEST=(pytest websockets httpx requests python-socketio aiohttp selenium)
 
