@@ -239,6 +239,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=19.0, help="messages per second (the server allows 20/s per connection, bursts of 40)")
     ap.add_argument("--warmup", type=int, default=5, help="messages sent first and not counted")
     ap.add_argument("--workers", type=int, default=2, help="subscriber processes")
+    ap.add_argument("--connect-timeout", type=float, default=900, help="seconds allowed to connect every subscriber")
     ap.add_argument("--batch", type=int, default=20, help="connections a worker opens at a time (then waits for quiet)")
     ap.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers after the last send")
     ap.add_argument("--log-level", default="warning")
@@ -285,8 +286,8 @@ def main() -> int:
         t0 = time.monotonic()
         connected = 0
         for p, pipe in workers:
-            if not pipe.poll(180):
-                raise RuntimeError("a worker did not connect its subscribers within 180 s")
+            if not pipe.poll(max(1.0, args.connect_timeout - (time.monotonic() - t0))):
+                raise RuntimeError(f"a worker did not connect its subscribers within {args.connect_timeout} s")
             kind, n, errs = pipe.recv()
             connected += n
             if errs:

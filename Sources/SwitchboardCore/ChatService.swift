@@ -24,6 +24,11 @@ public final class ChatService: Sendable {
         var seen: [StreamKey: MessageID] = [:]
         /// Streams the node has asked the broker for.
         var subscribed: Set<StreamKey> = []
+        /// Between a broker loss and the end of the gap fill: live messages are held.
+        var recovering = false
+        var held: [(StreamKey, MessageID?, Envelope)] = []
+        /// Counts broker losses, so a stale gap fill does not release held messages.
+        var generation = 0
         /// Open sessions per transport name.
         var transports: [String: Int] = [:]
         /// Every open session of this node.
@@ -69,44 +74,83 @@ public final class ChatService: Sendable {
         switch event {
         case .message(let stream, let id, let envelope):
             metrics.brokerMessages.add(1, ordering: .relaxed)
-            if let id { cache.append(StreamEntry(stream: stream, id: id, envelope: envelope)) }
-            if let id {
-                state.withLock { state in
-                    if let seen = state.seen[stream], seen >= id { return }
-                    state.seen[stream] = id
-                }
+            // While the gap after an outage is being filled from history, live messages
+            // wait: delivering a newer one first would make every connection drop the
+            // older history entries as duplicates.
+            let held = state.withLock { state -> Bool in
+                guard state.recovering else { return false }
+                state.held.append((stream, id, envelope))
+                return true
             }
-            switch envelope.event {
-            case .joined(let room, _), .left(let room, _): presence.markDirty(room)
-            default: break
-            }
-            hub.deliver(envelope.event, stream: stream, id: id, envelope: envelope)
+            if !held { deliver(stream: stream, id: id, envelope: envelope) }
         case .disconnected:
+            state.withLock { state in
+                state.recovering = true
+                state.generation += 1
+            }
             cache.dropAll()
             metrics.brokerDisconnects.add(1, ordering: .relaxed)
             logger.warning("broker connection lost")
         case .reconnected:
             metrics.brokerReconnects.add(1, ordering: .relaxed)
             logger.info("broker reconnected; filling the gap from history")
-            Task { await self.fillGaps() }
+            let generation = state.withLock { $0.generation }
+            Task { await self.fillGaps(generation: generation) }
         }
     }
 
-    /// After a broker outage: deliver what each local stream missed (connections
-    /// de-duplicate by id), refresh presence and claims.
-    func fillGaps() async {
+    /// Hands one message of `stream` to the local connections, once per id per node.
+    private func deliver(stream: StreamKey, id: MessageID?, envelope: Envelope) {
+        if let id {
+            let fresh = state.withLock { state -> Bool in
+                if let seen = state.seen[stream], seen >= id { return false }
+                state.seen[stream] = id
+                return true
+            }
+            guard fresh else { return }
+            cache.append(StreamEntry(stream: stream, id: id, envelope: envelope))
+        }
+        switch envelope.event {
+        case .joined(let room, _), .left(let room, _): presence.markDirty(room)
+        default: break
+        }
+        hub.deliver(envelope.event, stream: stream, id: id, envelope: envelope)
+    }
+
+    /// After a broker outage: deliver what each local stream missed, in order, then the
+    /// live messages held meanwhile (duplicates dropped by id); refresh presence and
+    /// claims. Abandoned if the broker is lost again meanwhile (the next reconnect
+    /// starts over).
+    func fillGaps(generation: Int) async {
         let seen = state.withLock { $0.seen }
         for stream in hub.streams {
             do {
                 cache.prepare(stream)
-                let page = try await broker.history(of: stream, after: seen[stream], limit: configuration.replayLimit)
-                for entry in page.entries {
-                    brokerEvent(.message(stream: entry.stream, id: entry.id, envelope: entry.envelope))
+                var after = seen[stream]
+                while true {
+                    let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
+                    for entry in page.entries { deliver(stream: entry.stream, id: entry.id, envelope: entry.envelope) }
+                    guard page.entries.count == configuration.replayLimit, let last = page.entries.last?.id else { break }
+                    after = last
                 }
                 cache.start(stream, base: try await broker.head(of: stream) ?? .zero)
             } catch {
                 logger.warning("history after reconnect failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
             }
+        }
+        // Release what arrived live meanwhile, until nothing is held.
+        while true {
+            let batch = state.withLock { state -> [(StreamKey, MessageID?, Envelope)]? in
+                guard state.generation == generation else { return nil }
+                if state.held.isEmpty {
+                    state.recovering = false
+                    return nil
+                }
+                defer { state.held = [] }
+                return state.held
+            }
+            guard let batch else { break }
+            for (stream, id, envelope) in batch { deliver(stream: stream, id: id, envelope: envelope) }
         }
         await presence.refresh()
         await refreshClaimsOnce()
@@ -508,7 +552,12 @@ public final class ChatService: Sendable {
         do {
             try await broker.subscribe(stream)
             state.withLock { _ = $0.subscribed.insert(stream) }
-            cache.start(stream, base: try await broker.head(of: stream) ?? .zero)
+            let head = try await broker.head(of: stream) ?? .zero
+            cache.start(stream, base: head)
+            // Nothing older than the head at subscription concerns this node's clients.
+            state.withLock { state in
+                if (state.seen[stream] ?? .zero) < head { state.seen[stream] = head }
+            }
         } catch {
             cache.drop(stream)
             throw error
