@@ -499,6 +499,14 @@ public final class ChatService: Sendable {
         return ids.first
     }
 
+    /// Moves a session to exactly `rooms` (a polling client that changed its `rooms=`).
+    public func updateRooms(_ session: Session, to rooms: [RoomName]) async {
+        let wanted = Set(rooms.prefix(configuration.maxRoomsPerConnection))
+        let current = session.rooms
+        for room in current.subtracting(wanted) { await leave(room, session: session) }
+        for room in wanted.subtracting(current) { _ = try? await join(room, session: session) }
+    }
+
     /// Joins `room`; returns the room's newest id (the client's cursor for it).
     @discardableResult
     func join(_ room: RoomName, session: Session) async throws -> MessageID? {

@@ -4,9 +4,10 @@ import ServiceLifecycle
 import SwitchboardCore
 import Synchronization
 
-/// Parked `PollSubscriber`s, one per (session, rooms) polling this node. A polling client
-/// is online in its rooms while it polls within the presence window; after the window
-/// its subscriber is closed (presence removed, subscriptions dropped).
+/// Parked `PollSubscriber`s, one per session polling this node. A polling client is
+/// online in the rooms of its latest poll while it polls within the presence window;
+/// a poll with another `rooms=` list moves it (leaves the old rooms at once); after the
+/// window its subscriber is closed (presence removed, subscriptions dropped).
 final class PollSessions: Service {
     struct Entry {
         let subscriber: PollSubscriber
@@ -25,7 +26,7 @@ final class PollSessions: Service {
     }
 
     static func key(_ identity: Identity, rooms: [RoomName]) -> String {
-        identity.session + "|" + Set(rooms).sorted().map(\.value).joined(separator: ",")
+        identity.session
     }
 
     /// The parked subscriber for this client, opened on first use; marks a poll active.
@@ -33,14 +34,15 @@ final class PollSessions: Service {
         _ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: String, remote: String?
     ) async throws(EventError) -> PollSubscriber {
         let key = Self.key(identity, rooms: rooms)
-        if let existing = entries.withLock({ entries -> PollSubscriber? in
+        if let existing = entries.withLock({ entries -> Entry? in
             guard var entry = entries[key] else { return nil }
             entry.activePolls += 1
             entry.lastSeen = .now
             entries[key] = entry
-            return entry.subscriber
+            return entry
         }) {
-            return existing
+            if existing.session.rooms != Set(rooms) { await chat.updateRooms(existing.session, to: rooms) }
+            return existing.subscriber
         }
         let subscriber = PollSubscriber(nickname: identity.nickname, eventLoop: eventLoop)
         let opened = try await chat.open(identity, subscriber: subscriber, transport: transport, rooms: rooms, cursor: nil, remote: remote)

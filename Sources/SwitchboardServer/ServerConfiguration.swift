@@ -22,9 +22,15 @@ public struct ServerConfiguration: Sendable {
     /// Keep-alive interval of SSE and iframe streams (≤ 15 s).
     public var streamKeepAlive: Duration = .seconds(15)
     /// A polling client counts as online in its rooms for this long after its last poll.
-    public var pollPresenceWindow: Duration = .seconds(40)
+    public var pollPresenceWindow: Duration = .seconds(15)
     /// WebSocket ping interval.
     public var pingInterval: Duration = .seconds(25)
+    /// Socket.IO namespaces clients may join (`/` is always one); others are refused
+    /// with CONNECT_ERROR `{"message":"Invalid namespace"}`.
+    public var socketIONamespaces: [String] = ["/"]
+    /// Engine.IO heartbeat of `/socket.io/` sessions: ping interval and pong timeout.
+    public var socketIOPingInterval: Duration = .seconds(25)
+    public var socketIOPingTimeout: Duration = .seconds(20)
 
     public init(host: String, port: Int, chat: ChatConfiguration, secrets: [String]) {
         self.host = host

@@ -5,8 +5,10 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
+import SocketIOHummingbird
 import UnixSignals
 import SwitchboardCore
+import SwitchboardSocketIO
 
 /// One Switchboard node: the HTTP/WebSocket application around a `ChatService`.
 public struct SwitchboardServer: Sendable {
@@ -14,14 +16,20 @@ public struct SwitchboardServer: Sendable {
     public let chat: ChatService
     private let logger: Logger
     let pollSessions: PollSessions
+    let socketIO: SocketIOTransport
 
     public init(configuration: ServerConfiguration, broker: any Broker, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        // Every message is encoded once per wire format: native JSON, and one Socket.IO
+        // encoding per namespace.
+        var encoders: [WireFormat: FrameEncoder] = [.native: WireFormat.nativeEncoder]
+        encoders.merge(SocketIOWireFormat.encoders(namespaces: configuration.socketIONamespaces)) { native, _ in native }
         self.chat = ChatService(
-            configuration: configuration.chat, broker: broker, hub: Hub(),
+            configuration: configuration.chat, broker: broker, hub: Hub(encoders: encoders),
             signer: TokenSigner(secrets: configuration.secrets), logger: logger)
         self.pollSessions = PollSessions(chat: chat, window: configuration.pollPresenceWindow)
+        self.socketIO = SocketIOTransport(chat: chat, configuration: configuration, logger: logger)
     }
 
     /// The router with every route of PROTOCOL.md served so far.
@@ -36,6 +44,16 @@ public struct SwitchboardServer: Sendable {
         PollTransport(chat: chat, sessions: pollSessions, configuration: configuration).register(on: router)
         SendRoutes(chat: chat, configuration: configuration).register(on: router)
         PublishRoutes(chat: chat, configuration: configuration).register(on: router)
+        socketIO.register(on: router)
+        return router
+    }
+
+    /// The router that answers WebSocket upgrade requests: `/ws` and `/socket.io/`
+    /// (whose plain `GET`s are polling, on the HTTP router).
+    func makeUpgradeRouter() -> Router<SwitchboardRequestContext> {
+        let router = Router(context: SwitchboardRequestContext.self)
+        WebSocketTransport(chat: chat, configuration: configuration).register(on: router)
+        socketIO.registerUpgrade(on: router)
         return router
     }
 
@@ -48,7 +66,7 @@ public struct SwitchboardServer: Sendable {
             router: router,
             server: server(router: router),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
-            services: [ChatRunner(chat: chat), pollSessions],
+            services: [ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
@@ -59,7 +77,8 @@ extension SwitchboardServer {
     func server(router: Router<SwitchboardRequestContext>) -> HTTPServerBuilder {
         let configuration = self.configuration
         let transport = WebSocketTransport(chat: chat, configuration: configuration)
-        let webSocketResponder = router.buildResponder()
+        let socketIO = self.socketIO
+        let webSocketResponder = makeUpgradeRouter().buildResponder()
         return HTTPServerBuilder { responder in
             GatedWebSocketChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
@@ -76,6 +95,9 @@ extension SwitchboardServer {
                             maxFrameSize: configuration.maxMessageBytes,
                             autoPing: .enabled(timePeriod: configuration.pingInterval)))),
                 check: { path, head, remote in
+                    if path == "/socket.io" || path == "/socket.io/" {
+                        return socketIO.refusal(SocketIOTransport.EndpointRequest(head))
+                    }
                     guard path == "/ws" else { return nil }
                     let result = await transport.validate(
                         uri: head.uri, authorization: head.headers["Authorization"].first,
@@ -115,6 +137,16 @@ struct Drainer: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await chat.drain(timeout: timeout)
+    }
+}
+
+/// On graceful shutdown (after the drain, which already closed every joined socket),
+/// closes the Engine.IO sessions left, so no poll is left waiting.
+struct SocketIOCloser: Service {
+    let endpoint: EngineIOEndpoint
+    func run() async throws {
+        try? await gracefulShutdown()
+        await endpoint.closeAll()
     }
 }
 

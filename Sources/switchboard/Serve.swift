@@ -62,10 +62,35 @@ struct Serve: AsyncParsableCommand {
     var tokenTTL: Int64 = env("SWITCHBOARD_TOKEN_TTL").flatMap(Int64.init) ?? 24 * 3600
 
     @Option(name: .customLong("poll-window"), help: "Seconds a polling client stays online after its last poll (SWITCHBOARD_POLL_WINDOW).")
-    var pollWindow: Int = env("SWITCHBOARD_POLL_WINDOW").flatMap(Int.init) ?? 40
+    var pollWindow: Int = env("SWITCHBOARD_POLL_WINDOW").flatMap(Int.init) ?? 15
+
+    @Option(name: .customLong("socketio-namespaces"), help: "Comma-separated Socket.IO namespaces besides / (SWITCHBOARD_SOCKETIO_NAMESPACES), e.g. /chat,/admin.")
+    var socketIONamespaces: String = env("SWITCHBOARD_SOCKETIO_NAMESPACES") ?? ""
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (LOG_LEVEL).")
     var logLevel: String = env("LOG_LEVEL") ?? "info"
+
+    /// `/` and the `--socketio-namespaces` (a missing leading `/` is added); nil when
+    /// one is malformed.
+    var namespaces: [String]? {
+        var result = ["/"]
+        for part in socketIONamespaces.split(separator: ",") {
+            let trimmed = part.trimmingSpaces
+            guard !trimmed.isEmpty else { continue }
+            let namespace = trimmed.hasPrefix("/") ? trimmed : "/" + trimmed
+            guard namespace.utf8.count <= 128, namespace.utf8.allSatisfy({ byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"),
+                    UInt8(ascii: "."), UInt8(ascii: ":"), UInt8(ascii: "/"):
+                    true
+                default: false
+                }
+            }) else { return nil }
+            if !result.contains(namespace) { result.append(namespace) }
+        }
+        return result
+    }
 
     /// `--redis`, else `REDIS_URL`.
     var redisURL: String? { redis ?? env("REDIS_URL") }
@@ -78,6 +103,9 @@ struct Serve: AsyncParsableCommand {
         guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
         guard maxRooms >= 1, rate > 0, burst >= 1, maxQueuedFrames >= 1, tokenTTL >= 1, pollWindow >= 1 else {
             throw ValidationError("limits must be positive")
+        }
+        guard namespaces != nil else {
+            throw ValidationError("--socketio-namespaces: each namespace is / followed by letters, digits, _ - . : /")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
         if let redis = redisURL, (try? RedisURL(redis)) == nil {
@@ -120,6 +148,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxQueuedFrames = maxQueuedFrames
         configuration.pollPresenceWindow = .seconds(pollWindow)
         configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingSpaces }
+        configuration.socketIONamespaces = namespaces ?? ["/"]
 
         let broker: any Broker
         if let redis {

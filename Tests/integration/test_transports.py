@@ -9,7 +9,7 @@ land on any node; SSE resumes on the other node from `Last-Event-ID`; callback n
 event texts cannot inject script.
 
 Durations: the keep-alive test waits ~16 s (the server has no flag to shorten its 15 s
-keep-alive) and the polling-presence test ~45 s (no flag for the 40 s presence window).
+keep-alive) and the polling-presence test ~20 s (15 s presence window).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ CALLBACK_ERROR = "invalid_callback"
 
 # ------------------------------------------------------------------------------------
 # Fixtures: one Redis and two nodes per test (~1 s): a node that crashes later (e.g. when
-# an idle poll session expires 40 s after a test) cannot fail an unrelated test.
+# an idle poll session expires 15 s after a test) cannot fail an unrelated test.
 # ------------------------------------------------------------------------------------
 
 
@@ -1036,8 +1036,8 @@ def test_gone_stream_client_frees_its_resources(node_factory, transport, how):
 
 
 def test_polling_client_counts_in_presence_until_its_window_passes(cluster):
-    """No flag shortens the 40 s presence window (PollSessions): this test waits ~45 s.
-    The polling client is online while it polls and for the window after its last poll."""
+    """The polling client is online while it polls and for the presence window (15 s,
+    `--poll-window`) after its last poll."""
     n1, n2 = cluster.n1, cluster.n2
     room = h.unique_room("pp")
 
@@ -1065,12 +1065,12 @@ def test_polling_client_counts_in_presence_until_its_window_passes(cluster):
                         if e.get("type") == "presence" and e.get("room") == room and e.get("count") == 1]
 
             # Still online well inside the window.
-            await asyncio.sleep(30)
-            assert not dropped(), f"presence dropped within 30s of the last poll: {alice.events[mark:]}"
-            # Gone after the window (40 s + sweep).
+            await asyncio.sleep(10)
+            assert not dropped(), f"presence dropped within 10s of the last poll: {alice.events[mark:]}"
+            # Gone after the window (15 s + sweep).
             await wait_until(lambda: bool(dropped()), 20, "presence back to 1 after the window", interval=0.1)
             after = time.monotonic() - stopped
-            assert 38 <= after <= 50, f"presence dropped {after:.1f}s after the last poll"
+            assert 13 <= after <= 25, f"presence dropped {after:.1f}s after the last poll"
             left = alice.seen(is_type("left", room=room, nickname=bob["nickname"]))
             assert left, "no left event for the polling user"
 

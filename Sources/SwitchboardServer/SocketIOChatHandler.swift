@@ -1,0 +1,212 @@
+import Logging
+import NIOCore
+import SocketIO
+import SocketIOHummingbird
+import SwitchboardCore
+import SwitchboardSocketIO
+import Synchronization
+
+/// The chat over Socket.IO (PROTOCOL.md, "Socket.IO compatibility"). Each joined
+/// namespace of a client is one `ChatService` session with its own `SocketIOSubscriber`:
+/// auth on CONNECT (`{token}` or `{nickname, avatar}`), the room `lobby` joined on
+/// connect, `join`/`leave`, any other event published through the broker (stored, with
+/// ids) to the socket's rooms or, with a `to`, to one nickname — cluster-wide.
+struct SocketIOChatHandler: SocketIOHandler {
+    let chat: ChatService
+    let maxQueuedFrames: Int
+    let logger: Logger
+
+    /// Events of one client waiting for the worker; past this, an event is refused with
+    /// `rate_limited`.
+    static let maxQueuedEvents = 256
+
+    func connection(_ client: SocketIOClient) -> any SocketIOConnectionHandler {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: SocketIOChatWork.self, bufferingPolicy: .bufferingOldest(Self.maxQueuedEvents))
+        var logger = self.logger
+        logger[metadataKey: "engine.sid"] = .string(client.session.sid)
+        let worker = SocketIOChatWorker(chat: chat, maxQueuedFrames: maxQueuedFrames, logger: logger)
+        Task { await worker.run(stream) }
+        return SocketIOChatConnection(continuation: continuation)
+    }
+}
+
+/// What a client's sockets asked for, in order.
+enum SocketIOChatWork: Sendable {
+    case authorize(SocketIOSocket, auth: JSONValue?)
+    case event(SocketIOSocket, name: String, arguments: [SocketIOValue], ackID: Int?)
+    case disconnected(SocketIOSocket)
+}
+
+/// Hands a client's socket events, in order, to its worker task (on the session's loop).
+final class SocketIOChatConnection: SocketIOConnectionHandler {
+    private let continuation: AsyncStream<SocketIOChatWork>.Continuation
+
+    init(continuation: AsyncStream<SocketIOChatWork>.Continuation) {
+        self.continuation = continuation
+    }
+
+    func authorize(_ socket: SocketIOSocket, auth: JSONValue?) {
+        if case .dropped = continuation.yield(.authorize(socket, auth: auth)) {
+            socket.reject(SocketIOChatReply.connectError(EventError(.rateLimited, "too many requests")))
+        }
+    }
+
+    func event(_ socket: SocketIOSocket, name: String, arguments: [SocketIOValue], ackID: Int?) {
+        if case .dropped = continuation.yield(.event(socket, name: name, arguments: arguments, ackID: ackID)), let ackID {
+            socket.ack(ackID, SocketIOChatReply.refused(EventError(.rateLimited, "too many events; slow down")))
+        }
+    }
+
+    func disconnected(_ socket: SocketIOSocket, reason: SocketIODisconnectReason) {
+        if case .dropped = continuation.yield(.disconnected(socket)) {
+            // The worker is far behind; it closes every session it still has at the end.
+        }
+    }
+
+    func closed() {
+        continuation.finish()
+    }
+}
+
+/// One client's sockets, served one event at a time by one task.
+final class SocketIOChatWorker: Sendable {
+    let chat: ChatService
+    let maxQueuedFrames: Int
+    let logger: Logger
+
+    init(chat: ChatService, maxQueuedFrames: Int, logger: Logger) {
+        self.chat = chat
+        self.maxQueuedFrames = maxQueuedFrames
+        self.logger = logger
+    }
+
+    struct Member {
+        let session: Session
+        let subscriber: SocketIOSubscriber
+    }
+
+    struct State {
+        /// The joined sockets by namespace.
+        var members: [String: Member] = [:]
+        /// Identities logged in on the fly by this client, by nickname: a second
+        /// namespace with the same `{nickname}` auth reuses the first one's login.
+        var logins: [String: Identity] = [:]
+    }
+
+    func run(_ stream: AsyncStream<SocketIOChatWork>) async {
+        var state = State()
+        for await work in stream {
+            switch work {
+            case .authorize(let socket, let auth):
+                await authorize(socket, auth: auth, state: &state)
+            case .event(let socket, let name, let arguments, let ackID):
+                guard let member = state.members[socket.namespace] else { continue }
+                await event(socket, name: name, arguments: arguments, ackID: ackID, member: member)
+            case .disconnected(let socket):
+                if let member = state.members.removeValue(forKey: socket.namespace) { await chat.close(member.session) }
+            }
+        }
+        for member in state.members.values { await chat.close(member.session) }
+    }
+
+    private func authorize(_ socket: SocketIOSocket, auth: JSONValue?, state: inout State) async {
+        let identity: Identity
+        var token: String?
+        switch SocketIOAuth(auth) {
+        case nil:
+            socket.reject(SocketIOChatReply.connectError(EventError(.unauthorized, "auth must be {token} or {nickname, avatar}")))
+            return
+        case .token(let raw)?:
+            guard let verified = chat.authenticate(raw) else {
+                socket.reject(SocketIOChatReply.connectError(EventError(.unauthorized, "missing, forged or expired token")))
+                return
+            }
+            identity = verified
+        case .login(let nickname, let avatar)?:
+            if let known = state.logins[nickname], known.avatar == (avatar ?? "") {
+                identity = known
+            } else {
+                switch await chat.login(nickname: nickname, avatar: avatar) {
+                case .success(let login):
+                    identity = login.identity
+                    token = login.token
+                    state.logins[nickname] = login.identity
+                case .failure(let error):
+                    socket.reject(SocketIOChatReply.connectError(error))
+                    return
+                }
+            }
+        }
+        let subscriber = SocketIOSubscriber(
+            socket: socket, nickname: identity.nickname, maxQueuedFrames: maxQueuedFrames, metrics: chat.metrics)
+        let opened: ChatService.Opened
+        do {
+            opened = try await chat.open(
+                identity, subscriber: subscriber, transport: "socket.io", rooms: [Self.lobby], cursor: nil,
+                remote: socket.client.session.remoteAddress)
+        } catch {
+            socket.reject(SocketIOChatReply.connectError(error))
+            return
+        }
+        guard (try? await socket.accept(socketID: subscriber.connectionID.value).get()) == true else {
+            await chat.close(opened.session)
+            return
+        }
+        state.members[socket.namespace] = Member(session: opened.session, subscriber: subscriber)
+        var welcome: [String: SocketIOValue] = [
+            "type": "welcome", "nickname": .string(identity.nickname.value), "avatar": .string(identity.avatar),
+            "node": .string(chat.nodeID), "transport": "socket.io",
+        ]
+        if let token { welcome["token"] = .string(token) }
+        socket.emit("welcome", [.object(welcome)])
+        let hub = chat.hub
+        subscriber.open(initial: opened.resets.map { hub.encode($0, format: subscriber.format, stream: nil, id: nil, envelope: nil) })
+        logger.debug("socket.io connect", metadata: ["namespace": "\(socket.namespace)", "nickname": "\(identity.nickname)"])
+    }
+
+    private func event(_ socket: SocketIOSocket, name: String, arguments: [SocketIOValue], ackID: Int?, member: Member) async {
+        switch SocketIOChatCommand.parse(name: name, arguments: arguments) {
+        case .failure(let error):
+            chat.metrics.clientEvents.add(1, ordering: .relaxed)
+            chat.countErrors([.error(error)])
+            answer(socket, error, name: name, ackID: ackID)
+        case .success(.join(let room)):
+            await handle(ClientEvent(.join(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
+        case .success(.leave(let room)):
+            await handle(ClientEvent(.leave(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
+        case .success(.emit(let event)):
+            switch await chat.emitCustom(event, from: member.session) {
+            case .success(let ids):
+                if let ackID { socket.ack(ackID, SocketIOChatReply.accepted(id: ids.first, ids: ids)) }
+            case .failure(let error):
+                answer(socket, error, name: name, ackID: ackID)
+            }
+        }
+    }
+
+    /// `join` / `leave` through the native handler: its `ack` or `error` becomes the
+    /// Socket.IO ack (or an `error` event), anything else (the room's `presence`) an event.
+    private func handle(_ event: ClientEvent, _ socket: SocketIOSocket, name: String, ackID: Int?, member: Member) async {
+        for reply in await chat.handle(event, from: member.session) {
+            switch reply {
+            case .ack(_, let id):
+                if let ackID { socket.ack(ackID, SocketIOChatReply.accepted(id: id)) }
+            case .error(_, let code, let message):
+                answer(socket, EventError(code, message), name: name, ackID: ackID)
+            default:
+                chat.hub.send(reply, to: member.subscriber)
+            }
+        }
+    }
+
+    private func answer(_ socket: SocketIOSocket, _ error: EventError, name: String, ackID: Int?) {
+        if let ackID {
+            socket.ack(ackID, SocketIOChatReply.refused(error))
+        } else {
+            socket.emit("error", SocketIOChatReply.errorEvent(error, event: name))
+        }
+    }
+
+    static let lobby = RoomName("lobby")!
+}
