@@ -416,7 +416,8 @@ public final class ChatService: Sendable {
             case .whisper, .ping:
                 return try await perform(event, identity: session.identity, connection: session.connectionID)
             }
-        } catch let error as EventError {
+        } catch var error as EventError {
+            if error.ref == nil { error.ref = event.ref }
             return [.error(error)]
         } catch {
             logger.warning("broker call failed", metadata: ["session.id": "\(session.connectionID)", "error": "\(error)"])
@@ -455,7 +456,8 @@ public final class ChatService: Sendable {
             case .say, .whisper, .ping:
                 return try await perform(event, identity: identity, connection: nil)
             }
-        } catch let error as EventError {
+        } catch var error as EventError {
+            if error.ref == nil { error.ref = event.ref }
             return [.error(error)]
         } catch {
             return [.error(ref: event.ref, code: .unavailable, message: "the cluster backend is unavailable; not delivered")]

@@ -120,6 +120,10 @@ final class HTTPStreamConnection: Subscriber {
         writeText(framing.farewell(reason: reason, retryMilliseconds: 1000))
         flush()
         finish()
+        // End the connection itself: a drain must not wait for the response to finish,
+        // and a slow consumer may never read what is queued.
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: .milliseconds(100)) { channel.close(promise: nil) }
     }
 
     func close(reason: CloseReason) {

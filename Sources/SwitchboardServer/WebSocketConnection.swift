@@ -92,6 +92,9 @@ final class WebSocketConnection: Subscriber {
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
             self.channel.close(promise: nil)
         }
+        // A client that does not read never completes that write: close anyway.
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 
     func close(reason: CloseReason) {

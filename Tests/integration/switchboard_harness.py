@@ -1440,3 +1440,313 @@ def run_bench(urls: Iterable[str], *args: str, api_key: Optional[str] = DEFAULT_
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout)
+
+
+# --------------------------------------------------------------------------------------
+# Process figures, metrics and a raw WebSocket (appended for test_hardening.py; reusable)
+# --------------------------------------------------------------------------------------
+
+
+def rss_kib(pid_or_node: Any) -> int:
+    """VmRSS of a process (a pid, or anything with `.proc`), in KiB, from /proc/PID/status."""
+    pid = pid_or_node.proc.pid if hasattr(pid_or_node, "proc") else int(pid_or_node)
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def open_fds(pid_or_node: Any) -> int:
+    """Number of open file descriptors of a process (sockets included)."""
+    pid = pid_or_node.proc.pid if hasattr(pid_or_node, "proc") else int(pid_or_node)
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raises this process's RLIMIT_NOFILE soft limit towards `wanted` (up to the hard
+    limit); returns the soft limit now in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+_METRIC_LINE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
+_METRIC_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metrics(node_or_url: Any) -> dict[tuple, float]:
+    """`GET /metrics` parsed: {(name, ((label, value), …sorted)): value}."""
+    with http_client(5.0) as client:
+        r = client.get(base_url(node_or_url) + "/metrics")
+    assert r.status_code == 200, f"/metrics → HTTP {r.status_code}: {r.text[:300]}"
+    out: dict[tuple, float] = {}
+    for line in r.text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _METRIC_LINE.match(line)
+        if not m:
+            continue
+        labels = tuple(sorted(_METRIC_LABEL.findall(m.group(2) or "")))
+        try:
+            out[(m.group(1), labels)] = float(m.group(3))
+        except ValueError:
+            pass
+    return out
+
+
+def metric_sum(samples: dict[tuple, float], name: str, **labels: str) -> float:
+    """Sum of every sample of `name` whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and all((k, val) in ls for k, val in labels.items()))
+
+
+class RawWebSocket:
+    """A minimal RFC 6455 client over asyncio streams, for what `websockets` hides: the
+    exact refusal of an upgrade (status, headers, body), oversized or hand-made frames,
+    a socket with a tiny receive buffer, and thousands of cheap connections.
+
+    `await RawWebSocket.open(url_or_node, path_and_query, headers=…, rcvbuf=…)`; when the
+    upgrade is refused `status != 101` and `body` holds the answer."""
+
+    def __init__(self) -> None:
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
+        self.status: Optional[int] = None
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.close_code: Optional[int] = None
+        self.close_reason: str = ""
+
+    @classmethod
+    async def open(cls, node_or_url: Any, target: str, headers: Optional[dict] = None, rcvbuf: Optional[int] = None,
+                   timeout: float = 10.0) -> "RawWebSocket":
+        from urllib.parse import urlsplit
+        self = cls()
+        parts = urlsplit(base_url(node_or_url))
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+            self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=2 ** 22)
+        except BaseException:
+            sock.close()
+            raise
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
+                 f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        try:
+            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            self.status = int(status_line.split()[1])
+            for line in header_lines:
+                if ":" in line:
+                    k, _, v = line.partition(":")
+                    self.headers[k.strip().lower()] = v.strip()
+            if self.status != 101:
+                length = int(self.headers.get("content-length", "0") or 0)
+                if length:
+                    self.body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def json_body(self) -> Any:
+        return json.loads(self.body)
+
+    @staticmethod
+    def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+        """A masked client frame."""
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if n < 4096 else _mask_fast(payload, mask)
+        return head + mask + masked
+
+    async def send_text(self, text: Any) -> None:
+        data = json.dumps(text, ensure_ascii=False) if isinstance(text, (dict, list)) else text
+        assert self.writer is not None
+        self.writer.write(self.frame(0x1, data.encode() if isinstance(data, str) else data))
+        await self.writer.drain()
+
+    async def recv_frame(self, timeout: float = 5.0) -> tuple[int, bytes]:
+        """(opcode, payload) of the next server frame (fragments are not reassembled)."""
+        assert self.reader is not None
+
+        async def read() -> tuple[int, bytes]:
+            b0, b1 = await self.reader.readexactly(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(await self.reader.readexactly(2), "big")
+            elif n == 127:
+                n = int.from_bytes(await self.reader.readexactly(8), "big")
+            payload = await self.reader.readexactly(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.close_reason = payload[2:].decode("utf-8", "replace")
+            return opcode, payload
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def recv_event(self, timeout: float = 5.0) -> dict:
+        """The next text frame as JSON (skipping pings); fails on a close frame."""
+        while True:
+            opcode, payload = await self.recv_frame(timeout)
+            if opcode == 0x1:
+                return json.loads(payload)
+            if opcode == 0x8:
+                raise AssertionError(f"closed by the server: {self.close_code} {self.close_reason!r}")
+
+    async def close(self, code: int = 1000, wait: float = 2.0) -> None:
+        """Sends a close frame and waits (briefly) for the server's, then closes the socket."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.write(self.frame(0x8, code.to_bytes(2, "big")))
+            await asyncio.wait_for(self.writer.drain(), wait)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                opcode, _ = await self.recv_frame(max(0.01, deadline - time.monotonic()))
+                if opcode == 0x8:
+                    break
+        except (Exception, asyncio.TimeoutError):
+            pass
+        self.abort()
+
+    def abort(self) -> None:
+        """Closes the TCP connection without a close handshake."""
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+            self.writer = None
+
+
+def _mask_fast(payload: bytes, mask: bytes) -> bytes:
+    n = len(payload)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    return (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
+
+
+# --------------------------------------------------------------------------------------
+# Socket.IO clients (appended for test_socketio*.py; PROTOCOL.md § Socket.IO)
+# --------------------------------------------------------------------------------------
+
+
+def _socketio():
+    import socketio  # python-socketio[asyncio_client]; only the Socket.IO tests need it
+    return socketio
+
+
+class SIO:
+    """A python-socketio AsyncClient that records every event, per namespace."""
+
+    def __init__(self, name: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("reconnection", False)
+        self.name = name
+        self.client = _socketio().AsyncClient(**kwargs)
+        self.events: list[tuple[str, str, tuple]] = []  # (namespace, event, args)
+        self.errors: dict[str, Any] = {}
+        self._arrived = asyncio.Event()
+        self.client.on("*", self._on_event, namespace="*")
+        self.client.on("connect_error", self._on_connect_error, namespace="*")
+
+    async def _on_event(self, event: str, namespace: str, *args: Any) -> None:
+        self.events.append((namespace, event, args))
+        self._arrived.set()
+
+    async def _on_connect_error(self, namespace: str, data: Any = None) -> None:
+        self.errors[namespace] = data
+        self._arrived.set()
+
+    async def connect(self, url: str, auth: Any, transports: Optional[list[str]], namespaces: Optional[list[str]] = None,
+                      ) -> "SIO":
+        await self.client.connect(url, auth=auth, transports=transports, namespaces=namespaces or ["/"],
+                                  wait_timeout=10)
+        return self
+
+    async def wait(self, event: str, predicate: Callable[[tuple], bool] = lambda args: True, timeout: float = 10.0,
+                   namespace: str = "/") -> tuple:
+        """The arguments of the first event `event` (seen so far or arriving) matching."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ns, name, args in self.events:
+                if ns == namespace and name == event and predicate(args):
+                    return args
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no {event!r} matching in {timeout}s; events: {self.events}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    def seen(self, event: str, predicate: Callable[[tuple], bool] = lambda args: True, namespace: str = "/") -> list:
+        return [args for ns, name, args in self.events if ns == namespace and name == event and predicate(args)]
+
+    async def welcome(self, namespace: str = "/") -> dict:
+        return (await self.wait("welcome", namespace=namespace))[0]
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.disconnect(), 5)
+        except Exception:
+            pass
+
+
+class SIOs:
+    """Disconnects every client it made."""
+
+    def __init__(self) -> None:
+        self.all: list[SIO] = []
+
+    def new(self, name: str = "", **kwargs: Any) -> SIO:
+        client = SIO(name, **kwargs)
+        self.all.append(client)
+        return client
+
+    async def user(self, node: SwitchboardNode, transports: Optional[list[str]], nickname: Optional[str] = None,
+                   namespaces: Optional[list[str]] = None) -> tuple[SIO, str]:
+        """A fresh nickname logged in over HTTP, connected with its token: (client, nickname)."""
+        nickname = nickname or unique_name("sio")
+        token = login(node.url, nickname)["token"]
+        client = self.new(nickname)
+        await client.connect(node.url, {"token": token}, transports, namespaces)
+        return client, nickname
+
+    async def __aenter__(self) -> "SIOs":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.gather(*(c.close() for c in self.all), return_exceptions=True)
+
+
+def text_is(text: str) -> Callable[[tuple], bool]:
+    return lambda args: bool(args) and isinstance(args[0], dict) and args[0].get("text") == text
+
+
+async def wait_transport(client: SIO, transports: Optional[list[str]]) -> None:
+    """The transport the client must end up on: the upgrade completes by itself."""
+    expected = "websocket" if transports is None else transports[0]
+    deadline = time.monotonic() + 10
+    while client.client.transport() != expected:
+        assert time.monotonic() < deadline, f"{client.name}: transport {client.client.transport()}, expected {expected}"
+        await asyncio.sleep(0.05)
