@@ -54,16 +54,39 @@ let package = Package(
         ),
         // Pure Engine.IO v4 / Socket.IO v5 packets and session state machines. No I/O.
         .target(name: "SocketIO", dependencies: ["SwitchboardCore"], swiftSettings: strict),
+        // The SocketIO module over Hummingbird: Engine.IO endpoints (polling, WebSocket,
+        // upgrade) with per-loop sessions and Socket.IO handlers. Shared by the
+        // conformance server and the main server.
+        .target(
+            name: "SocketIOHummingbird",
+            dependencies: [
+                "SocketIO", "SwitchboardCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // The Engine.IO / Socket.IO test-suite server: the SocketIO module over Hummingbird.
         .executableTarget(
             name: "SocketIOConformance",
             dependencies: [
-                "SocketIO",
+                "SocketIO", "SocketIOHummingbird", "SwitchboardCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict
+        ),
+        // The chat over Socket.IO, without I/O: the `socketio` wire format (one encoding
+        // per message per namespace), client events to chat commands, auth, acks.
+        .target(
+            name: "SwitchboardSocketIO",
+            dependencies: ["SwitchboardCore", "SocketIO"],
             swiftSettings: strict
         ),
         // Shared Broker conformance suite: run against MemoryBroker and RedisBroker.
@@ -76,7 +99,7 @@ let package = Package(
         .target(
             name: "SwitchboardServer",
             dependencies: [
-                "SwitchboardCore",
+                "SwitchboardCore", "SocketIO", "SocketIOHummingbird", "SwitchboardSocketIO",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -123,6 +146,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO"], swiftSettings: strict),
+        .testTarget(
+            name: "SwitchboardSocketIOTests",
+            dependencies: ["SwitchboardSocketIO", "SocketIO", "SwitchboardCore"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SwitchboardBenchTests",
             dependencies: ["SwitchboardBench", .product(name: "NIOCore", package: "swift-nio")],

@@ -30,6 +30,15 @@ public struct EngineIOServer: Sendable {
     /// Checks a request (engine.io-protocol "Transports" and the reference server's
     /// errors): the transport, `EIO=4`, the session, the method.
     public func route(_ request: EngineIORequest) -> EngineIORoute {
+        Self.route(request, configuration: configuration) { sessions[$0]?.transport }
+    }
+
+    /// ``route(_:)`` for servers that keep their sessions elsewhere: `transport` gives
+    /// the transport of an open session, `nil` when there is no such session.
+    public static func route(
+        _ request: EngineIORequest, configuration: EngineIOConfiguration,
+        transport sessionTransport: (String) -> EngineIOTransport?
+    ) -> EngineIORoute {
         guard let name = request.query["transport"], let transport = EngineIOTransport(rawValue: name),
             configuration.transports.contains(transport)
         else { return .failure(.unknownTransport) }
@@ -40,12 +49,12 @@ public struct EngineIOServer: Sendable {
             guard request.method == "GET" else { return .failure(.badHandshakeMethod) }
             return .handshake(transport)
         }
-        guard let session = sessions[sid] else { return .failure(.unknownSID) }
+        guard let current = sessionTransport(sid) else { return .failure(.unknownSID) }
         switch transport {
         case .websocket:
-            return session.transport == .polling ? .upgrade(sid: sid) : .failure(.badRequest)
+            return current == .polling ? .upgrade(sid: sid) : .failure(.badRequest)
         case .polling:
-            guard session.transport == .polling else { return .failure(.badRequest) }
+            guard current == .polling else { return .failure(.badRequest) }
             switch request.method {
             case "GET": return .poll(sid: sid)
             case "POST": return .post(sid: sid)

@@ -69,6 +69,10 @@ public struct EngineIOSession: Sendable {
         return actions
     }
 
+    /// Packets waiting for a poll (or for the end of an upgrade): what a client that
+    /// does not poll makes the server hold.
+    public var queuedPackets: Int { outbox.count }
+
     /// The earliest instant at which ``tick(now:)`` has something to do.
     public var nextDeadline: EngineIOInstant? {
         let noop = pollPending ? upgrade?.noopAt : nil

@@ -1,16 +1,27 @@
 import SocketIO
+import SocketIOHummingbird
 
 /// `/engine.io/`: the Engine.IO test-suite server sends every message back.
 struct EchoApplication: EngineIOApplication {
-    func handle(_ events: [EngineIOAction], endpoint: EngineIOEndpoint) async {
-        for event in events {
-            if case .received(let sid, let message) = event {
-                await endpoint.send([message], to: sid)
-            }
-        }
+    func open(_ session: EngineIOSessionHandle) -> any EngineIOSessionDelegate {
+        EchoSession(session: session)
+    }
+}
+
+final class EchoSession: EngineIOSessionDelegate {
+    let session: EngineIOSessionHandle
+
+    init(session: EngineIOSessionHandle) {
+        self.session = session
     }
 
-    func tick(now: EngineIOInstant, endpoint: EngineIOEndpoint) async {}
+    func received(_ message: EngineIOMessage) {
+        session.send([message])
+    }
+
+    func closed(_ reason: EngineIOCloseReason) {}
 
     var nextDeadline: EngineIOInstant? { nil }
+
+    func tick(now: EngineIOInstant) {}
 }

@@ -2,8 +2,10 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import SocketIO
+import SocketIOHummingbird
 
 #if canImport(Glibc)
 import Glibc
@@ -45,16 +47,16 @@ struct SocketIOConformance {
         let engine = EngineIOConfiguration(
             pingInterval: .milliseconds(300), pingTimeout: .milliseconds(200), maxPayload: 1_000_000)
         let endpoints = Endpoints(
-            echo: EngineIOEndpoint(configuration: engine, application: EchoApplication(), logger: logger),
+            echo: EngineIOEndpoint(configuration: engine, application: EchoApplication(), logger: logger, cors: true),
             socketIO: EngineIOEndpoint(
                 configuration: engine,
                 application: SocketIOApplication(
                     configuration: SocketIOConfiguration(namespaces: ["/", "/custom"], connectTimeout: .milliseconds(1000)),
-                    handler: TestSuiteHandler(), logger: logger),
-                logger: logger))
+                    handler: TestSuiteHandler()),
+                logger: logger, cors: true))
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
             guard let endpoint = endpoints.endpoint(for: request.uri.path) else { return Response(status: .notFound) }
-            return await endpoint.respond(to: request)
+            return await endpoint.respond(to: request, eventLoop: MultiThreadedEventLoopGroup.singleton.any())
         }
         let app = Application(
             responder: responder,
@@ -62,10 +64,14 @@ struct SocketIOConformance {
                 configuration: .init(ws: .init(maxFrameSize: engine.maxPayload, autoPing: .disabled, closeTimeout: .seconds(2)))
             ) { head, channel, _ in
                 guard let endpoint = endpoints.endpoint(for: head.path ?? "/") else { return .dontUpgrade }
-                return .upgrade([:], endpoint.webSocketHandler(for: head, channel: channel))
+                let path = head.path ?? "/"
+                let query = EngineIOEndpoint.query(path.firstIndex(of: "?").map { String(path[path.index(after: $0)...]) })
+                return .upgrade([:]) { inbound, outbound, _ in
+                    await endpoint.serveWebSocket(query: query, inbound: inbound, outbound: outbound, channel: channel)
+                }
             },
             configuration: .init(address: .hostname(host, port: port), serverName: "socketio-conformance"),
-            services: [Ticker(endpoints: [endpoints.echo, endpoints.socketIO])],
+            services: [SessionCloser(endpoints: [endpoints.echo, endpoints.socketIO])],
             onServerRunning: { [host] channel in
                 print("socketio-conformance listening on \(host):\(channel.localAddress?.port ?? 0)")
             },
@@ -96,23 +102,13 @@ struct Endpoints: Sendable {
     }
 }
 
-/// Drives the endpoints' timers (heartbeats, timeouts): it sleeps until the earliest
-/// deadline, looking again at least every 10 ms for deadlines set meanwhile; closes
-/// every session on graceful shutdown.
-struct Ticker: Service {
+/// Closes every session on graceful shutdown. (Timers need no ticker: each session
+/// schedules its own on its event loop.)
+struct SessionCloser: Service {
     let endpoints: [EngineIOEndpoint]
 
     func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let now = ContinuousClock.now
-                let next = endpoints.compactMap(\.nextDeadline).min() ?? now + .milliseconds(10)
-                // Never a busy loop: at least half a millisecond between two ticks.
-                let wake = max(min(next, now + .milliseconds(10)), now + .microseconds(500))
-                try? await Task.sleep(until: wake, clock: .continuous)
-                for endpoint in endpoints { await endpoint.tick() }
-            }
-        }
+        try? await gracefulShutdown()
         for endpoint in endpoints { await endpoint.closeAll() }
     }
 }

@@ -27,6 +27,10 @@ public struct BenchConfiguration: Sendable {
     public var apiKey: String?
     /// The room (Switchboard mode).
     public var room = "bench"
+    /// Rooms (channels) the subscribers are spread over, round robin; message `n` goes to
+    /// room `n % rooms`. With more than one, Switchboard rooms are named `<room>-<k>` and
+    /// raw URLs have `{room}` replaced by `k`.
+    public var rooms = 1
     /// Raw mode: plain subscriber URLs and `publishURL`, no login, no Switchboard events.
     public var raw = false
     /// Where messages are published: raw mode's HTTP publish URL; in Switchboard mode a
@@ -53,6 +57,14 @@ public struct BenchConfiguration: Sendable {
         self.urls = urls
     }
 
+    /// The Switchboard room of room index `k`.
+    public func roomName(_ k: Int) -> String { rooms == 1 ? room : "\(room)-\(k)" }
+
+    /// A raw URL target with `{room}` replaced by room index `k`.
+    public func rawTarget(_ target: String, room k: Int) -> String {
+        target.replacing("{room}", with: String(k))
+    }
+
     /// Problems with this configuration, for the command line to report.
     public func validationErrors() -> [String] {
         var errors: [String] = []
@@ -62,6 +74,7 @@ public struct BenchConfiguration: Sendable {
         if !(duration > 0) { errors.append("--duration must be positive") }
         if payloadBytes < 0 || payloadBytes > 1 << 20 { errors.append("--payload must be 0 … 1048576") }
         if threads < 1 { errors.append("--threads must be at least 1") }
+        if rooms < 1 || rooms > subscribers { errors.append("--rooms must be 1 … --subscribers") }
         if raw {
             if publishURL == nil { errors.append("--raw needs --publish-url") }
             if transport == .poll { errors.append("--raw supports ws and sse") }

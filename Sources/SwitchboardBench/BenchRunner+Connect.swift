@@ -46,8 +46,8 @@ extension BenchRunner {
     /// The request target of subscriber `index`.
     func target(index: Int, url: BenchURL, tokens: [String]) -> String {
         let c = configuration
-        if c.raw { return url.target }
-        let query = "token=\(percentEncoded(tokens[index]))&rooms=\(percentEncoded(c.room))"
+        if c.raw { return c.rawTarget(url.target, room: index % c.rooms) }
+        let query = "token=\(percentEncoded(tokens[index]))&rooms=\(percentEncoded(c.roomName(index % c.rooms)))"
         switch c.transport {
         case .ws: return "/ws?\(query)"
         case .sse: return "/sse?\(query)"

@@ -36,7 +36,9 @@ public struct BenchRunner: Sendable {
         let runStartedAt = monotonicNanoseconds()
         let recorders = loops.enumerated().map { index, loop in
             NIOLoopBoundBox.makeBoxSendingValue(
-                LoopRecorder(slots: (c.subscribers - index + loops.count - 1) / loops.count, runStartedAt: runStartedAt),
+                LoopRecorder(
+                    slots: (c.subscribers - index + loops.count - 1) / loops.count, runStartedAt: runStartedAt,
+                    roomOfSlot: { slot in (slot * loops.count + index) % c.rooms }),
                 eventLoop: loop)
         }
         let counters = try await recorders.asyncMap { box in try await box.eventLoop.submit { box.value.counters }.get() }
@@ -95,7 +97,7 @@ public struct BenchRunner: Sendable {
         // 5. Drain: until every accepted message reached every live subscriber, or no
         // progress for two seconds, or the drain timeout.
         progress.phase("draining")
-        try await drain(counters: counters, accepted: report.accepted.count)
+        try await drain(counters: counters, accepted: report.accepted.count, rooms: c.rooms)
         let lastDelivery = counters.map { $0.lastDeliveryAt.load(ordering: .relaxed) }.max() ?? 0
         result.measureSeconds = Double(max(lastDelivery, report.finishedAt) - report.startedAt) / 1e9
         let cpu = CPUTime.now().since(cpuStart)
@@ -105,14 +107,18 @@ public struct BenchRunner: Sendable {
 
         // 6. Account and close.
         progress.phase("closing")
-        let accepted = report.accepted
+        var accepted = [SequenceSet](repeating: SequenceSet(), count: c.rooms)
+        for sequence in 0..<report.sent where report.accepted.contains(UInt64(sequence)) {
+            accepted[sequence % c.rooms].insert(UInt64(sequence))
+        }
         report.accepted = SequenceSet()
+        let acceptedByRoom = accepted
         var histogram = LatencyHistogram()
         var foreign = 0
         for box in recorders {
             let (summary, loopHistogram, loopForeign) = try await box.eventLoop.submit {
                 box.value.closing = true
-                return box.value.snapshot(accepted: accepted)
+                return box.value.snapshot(accepted: acceptedByRoom)
             }.get()
             result.ledger.merge(summary)
             histogram.merge(loopHistogram)
@@ -150,14 +156,14 @@ public struct BenchRunner: Sendable {
     }
 
     /// Waits for the deliveries still on their way after the last publish.
-    private func drain(counters: [LoopCounters], accepted: Int) async throws {
+    private func drain(counters: [LoopCounters], accepted: Int, rooms: Int) async throws {
         let deadline = monotonicNanoseconds() + UInt64(configuration.drainTimeout * 1e9)
         var last = -1
         var progressAt = monotonicNanoseconds()
         while monotonicNanoseconds() < deadline {
             let live = counters.reduce(0) { $0 + $1.connected.load(ordering: .relaxed) - $1.dropped.load(ordering: .relaxed) }
             let unique = counters.reduce(0) { $0 + $1.unique.load(ordering: .relaxed) }
-            if unique >= accepted * live { return }
+            if unique >= accepted * live / rooms { return }
             let now = monotonicNanoseconds()
             if unique != last {
                 last = unique
@@ -181,7 +187,10 @@ public struct BenchRunner: Sendable {
                 throw Failure(description: "cannot connect the publisher to \(url): \(error)")
             }
         }
-        let target: Publisher.Target = c.raw ? .raw : .switchboard(room: c.room, apiKey: c.apiKey ?? "")
+        let target: Publisher.Target =
+            c.raw
+            ? .raw(targets: (0..<c.rooms).map { c.rawTarget(url.target, room: $0) })
+            : .switchboard(rooms: (0..<c.rooms).map { c.roomName($0) }, apiKey: c.apiKey ?? "")
         return Publisher(
             connections: connections, target: target, url: url, rate: c.rate, duration: c.duration,
             payloadBytes: c.payloadBytes, pipelineDepth: c.pipelineDepth)

@@ -29,9 +29,13 @@ final class LoopRecorder {
     /// Set before the bench closes its connections: a close is then not a drop.
     var closing = false
 
-    init(slots: Int, runStartedAt: UInt64) {
+    /// The room index of each slot.
+    let roomOfSlot: @Sendable (Int) -> Int
+
+    init(slots: Int, runStartedAt: UInt64, roomOfSlot: @escaping @Sendable (Int) -> Int = { _ in 0 }) {
         self.ledgers = Array(repeating: SubscriberLedger(), count: slots)
         self.runStartedAt = runStartedAt
+        self.roomOfSlot = roomOfSlot
     }
 
     /// Scans one inbound message of subscriber `slot` for bench messages.
@@ -69,9 +73,14 @@ final class LoopRecorder {
         counters.dropped.wrappingAdd(1, ordering: .relaxed)
     }
 
-    /// The ledger totals against `accepted`, and the histogram.
-    func snapshot(accepted: SequenceSet) -> (LedgerSummary, LatencyHistogram, Int) {
-        (LedgerSummary(ledgers, accepted: accepted), histogram, foreign)
+    /// The ledger totals (each subscriber against the accepted messages of its room),
+    /// the histogram, and the count of foreign messages.
+    func snapshot(accepted: [SequenceSet]) -> (LedgerSummary, LatencyHistogram, Int) {
+        var summary = LedgerSummary()
+        for (slot, ledger) in ledgers.enumerated() where ledger.connected {
+            summary.add(ledger, accepted: accepted[roomOfSlot(slot)])
+        }
+        return (summary, histogram, foreign)
     }
 }
 

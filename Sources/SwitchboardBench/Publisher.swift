@@ -18,10 +18,11 @@ struct PublisherReport: Sendable {
 final class Publisher: Sendable {
     /// How a message is turned into a request.
     enum Target: Sendable {
-        /// `POST /api/publish` `{"room":…,"event":<payload>}` with the API key.
-        case switchboard(room: String, apiKey: String)
-        /// `POST <url>` with the payload as the body.
-        case raw
+        /// `POST /api/publish` `{"room":…,"event":<payload>}` with the API key; message
+        /// `n` goes to `rooms[n % rooms.count]`.
+        case switchboard(rooms: [String], apiKey: String)
+        /// `POST <targets[n % targets.count]>` with the payload as the body.
+        case raw(targets: [String])
     }
 
     private let connections: [HTTPConnection]
@@ -99,17 +100,17 @@ final class Publisher: Sendable {
         var headers = HTTPHeaders()
         let requestTarget: String
         switch target {
-        case .switchboard(let room, let apiKey):
+        case .switchboard(let rooms, let apiKey):
             body.writeStaticString("{\"room\":\"")
-            body.writeString(room)
+            body.writeString(rooms[sequence % rooms.count])
             body.writeStaticString("\",\"event\":")
             BenchPayload.write(sequence: UInt64(sequence), sentAt: monotonicNanoseconds(), size: payloadBytes, into: &body)
             body.writeStaticString("}")
             headers.add(name: "Authorization", value: "Bearer \(apiKey)")
             requestTarget = "/api/publish"
-        case .raw:
+        case .raw(let targets):
             BenchPayload.write(sequence: UInt64(sequence), sentAt: monotonicNanoseconds(), size: payloadBytes, into: &body)
-            requestTarget = url.target
+            requestTarget = targets[sequence % targets.count]
         }
         state.value.report.sent += 1
         state.value.inFlight[index] += 1

@@ -43,6 +43,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Room to publish to and subscribe to.")
     var room: String = "bench"
 
+    @Option(help: "Spread subscribers over this many rooms (<room>-<k>; raw URLs: {room} → k); message n goes to room n % rooms.")
+    var rooms: Int = 1
+
     @Flag(help: "Plain subscriber and publish URLs: no login, no Switchboard events.")
     var raw = false
 
@@ -91,6 +94,7 @@ struct Bench: AsyncParsableCommand {
         }
         c.apiKey = apiKey ?? env("SWITCHBOARD_API_KEY")
         c.room = room
+        c.rooms = rooms
         c.raw = raw
         if let publishURL {
             guard let url = BenchURL(publishURL) else { throw ValidationError("--publish-url \(publishURL): expected http://host:port…") }

@@ -83,6 +83,15 @@ import Testing
         #expect(format(3, 3) == "3.000")
     }
 
+    @Test func roomsSpreadSubscribersAndMessages() throws {
+        var c = BenchConfiguration(urls: [try #require(BenchURL("http://h:1"))])
+        #expect(c.roomName(3) == "bench")
+        c.rooms = 4
+        #expect(c.roomName(3) == "bench-3")
+        #expect(c.rawTarget("/ws?id=idle{room}", room: 2) == "/ws?id=idle2")
+        #expect(c.rawTarget("/ws?id=one", room: 2) == "/ws?id=one")
+    }
+
     @Test func configurationIsChecked() throws {
         let url = try #require(BenchURL("http://127.0.0.1:1"))
         var c = BenchConfiguration(urls: [url])

@@ -5,16 +5,18 @@ import SocketIO
 
 extension EngineIOEndpoint {
     /// Answers an HTTP request to the endpoint's path: handshake, poll or POST, or the
-    /// reference server's error for anything else.
-    func respond(to request: Request) async -> Response {
-        if request.method == .options { return Self.preflight(request) }
-        let route = self.route(Self.engineRequest(request))
+    /// reference server's error for anything else. A new polling session lives on
+    /// `eventLoop` (the request's channel's loop is a good choice).
+    public func respond(to request: Request, eventLoop: any EventLoop, remoteAddress: String? = nil) async -> Response {
+        if request.method == .options {
+            return cors ? Self.preflight(request) : Response(status: .noContent)
+        }
         let response: EngineIOReply.Response
-        switch route {
+        switch route(Self.engineRequest(request)) {
         case .failure(let error):
             response = .failure(error)
         case .handshake(.polling):
-            response = await self.request { $0.handshake(sid: Self.makeSID(), now: .now) }
+            response = await handshake(on: eventLoop, remoteAddress: remoteAddress)
         case .handshake(.websocket), .upgrade:
             // A WebSocket request that was not upgraded.
             response = .failure(.badRequest)
@@ -23,11 +25,19 @@ extension EngineIOEndpoint {
         case .post(let sid):
             response = await post(sid: sid, body: request.body)
         }
-        return Self.httpResponse(response, for: request)
+        return httpResponse(response, for: request)
+    }
+
+    private func poll(sid: String) async -> EngineIOReply.Response {
+        guard let host = host(sid) else { return .failure(.unknownSID) }
+        let promise = host.eventLoop.makePromise(of: EngineIOReply.Response.self)
+        host.onLoop { $0.poll(promise) }
+        return (try? await promise.futureResult.get()) ?? .failure(.badRequest)
     }
 
     private func post(sid: String, body: RequestBody) async -> EngineIOReply.Response {
-        let begin = await request { $0.beginPost(sid: sid, now: .now) }
+        guard let host = host(sid) else { return .failure(.unknownSID) }
+        let begin = await host.run { $0.beginPost() } ?? .failure(.unknownSID)
         guard begin == .pending else { return begin }
         let bytes: [UInt8]?
         do {
@@ -35,30 +45,31 @@ extension EngineIOEndpoint {
         } catch {
             bytes = nil
         }
-        return await request { $0.finishPost(sid: sid, body: bytes, now: .now) }
+        return await host.run { $0.finishPost(bytes) } ?? .failure(.unknownSID)
     }
 
-    /// The parts of a request the server looks at.
-    static func engineRequest(_ request: Request) -> EngineIORequest {
+    /// The parts of a request the protocol looks at.
+    public static func engineRequest(_ request: Request) -> EngineIORequest {
         EngineIORequest(
             method: request.method.rawValue, query: query(request.uri.query),
             isWebSocketUpgrade: request.headers[.upgrade]?.lowercased() == "websocket")
     }
 
     /// The first value of each query parameter, percent-decoded.
-    static func query(_ query: String?) -> [String: String] {
+    public static func query(_ query: String?) -> [String: String] {
         var result: [String: String] = [:]
         for pair in (query ?? "").split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = String(parts[0]).removingPercentEncoding ?? String(parts[0])
-            let value = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
+            let key = String(parts[0]).percentDecoded ?? String(parts[0])
+            let value = parts.count > 1 ? (String(parts[1]).percentDecoded ?? String(parts[1])) : ""
             if result[key] == nil { result[key] = value }
         }
         return result
     }
 
-    static func httpResponse(_ response: EngineIOReply.Response, for request: Request) -> Response {
-        var headers = corsHeaders(request)
+    func httpResponse(_ response: EngineIOReply.Response, for request: Request) -> Response {
+        var headers = cors ? Self.corsHeaders(request) : HTTPFields()
+        headers[.cacheControl] = "no-store"
         switch response {
         case .body(let body):
             headers[.contentType] = "text/plain; charset=UTF-8"
@@ -99,7 +110,7 @@ extension EngineIOEndpoint {
 extension String {
     /// Percent-decoding without Foundation; `nil` when an escape is malformed or the
     /// result is not UTF-8. `+` is left alone (the clients escape spaces as `%20`).
-    var removingPercentEncoding: String? {
+    var percentDecoded: String? {
         var bytes: [UInt8] = []
         var iterator = utf8.makeIterator()
         while let byte = iterator.next() {

@@ -1,0 +1,109 @@
+import SocketIO
+import SwitchboardCore
+
+/// What a Socket.IO client's event means for the chat (PROTOCOL.md, "Socket.IO
+/// compatibility"):
+///
+/// * `join "room"` / `leave "room"` (or `{"room": "…"}`): the native join and leave;
+/// * an event whose first argument is an object with a `to` field: a private event to
+///   that nickname, delivered under the same name;
+/// * any other event: a broadcast of the same name and arguments to the sender's rooms
+///   (only to the room named by a `room` field of an object payload, when it has one),
+///   others only — unless the first argument is an object with `"echo": true`.
+public enum SocketIOChatCommand: Sendable, Equatable {
+    case join(RoomName)
+    case leave(RoomName)
+    case emit(CustomEvent)
+
+    /// Maps one event; the error is what the client is told (ack or `error` event).
+    public static func parse(name: String, arguments: [SocketIOValue]) -> Result<SocketIOChatCommand, EventError> {
+        switch name {
+        case "join", "leave":
+            guard let raw = room(arguments.first) else {
+                return .failure(EventError(.invalidRoom, "\(name) takes a room name"))
+            }
+            guard let room = RoomName(raw) else {
+                return .failure(EventError(.invalidRoom, "a room is 1–64 of letters, digits, _ - . :"))
+            }
+            return .success(name == "join" ? .join(room) : .leave(room))
+        default:
+            var target = CustomEvent.Target.rooms
+            var echo = false
+            if case .object(let fields)? = arguments.first {
+                if let to = fields["to"] {
+                    guard let raw = to.stringValue, let nickname = Nickname(raw) else {
+                        return .failure(EventError(.invalidNickname, "to must be a valid nickname"))
+                    }
+                    target = .user(nickname)
+                } else if let room = fields["room"] {
+                    guard let raw = room.stringValue, let name = RoomName(raw) else {
+                        return .failure(EventError(.invalidRoom, "room must be a room name"))
+                    }
+                    target = .room(name)
+                }
+                echo = fields["echo"] == .bool(true)
+            }
+            let event = CustomEvent(name: name, arguments: arguments.map(StoredBinary.json), target: target, echo: echo)
+            return .success(.emit(event))
+        }
+    }
+
+    private static func room(_ argument: SocketIOValue?) -> String? {
+        switch argument {
+        case .string(let room)?: room
+        case .object(let fields)?: fields["room"]?.stringValue
+        default: nil
+        }
+    }
+}
+
+/// The `auth` object of a Socket.IO CONNECT: `{token}` (from `POST /api/login`) or
+/// `{nickname, avatar}` (log in on the fly). A token wins when both are given.
+public enum SocketIOAuth: Sendable, Equatable {
+    case token(String)
+    case login(nickname: String, avatar: String?)
+
+    /// Nil when the payload has neither a string `token` nor a string `nickname`.
+    public init?(_ auth: JSONValue?) {
+        guard case .object(let fields)? = auth else { return nil }
+        if let token = fields["token"]?.stringValue {
+            self = .token(token)
+        } else if let nickname = fields["nickname"]?.stringValue {
+            self = .login(nickname: nickname, avatar: fields["avatar"]?.stringValue)
+        } else {
+            return nil
+        }
+    }
+}
+
+/// The payloads the server answers with.
+public enum SocketIOChatReply {
+    /// The ack of an accepted event: `{"id": …}` (no `id` when there is none); when
+    /// it was stored in several rooms, also `ids`, one per room in room-name order.
+    public static func accepted(id: MessageID?, ids: [MessageID] = []) -> [SocketIOValue] {
+        var fields: [String: SocketIOValue] = [:]
+        if let id { fields["id"] = .string(id.description) }
+        if ids.count > 1 { fields["ids"] = .array(ids.map { .string($0.description) }) }
+        return [.object(fields)]
+    }
+
+    /// The ack of a refused event: `{"error": code, "message": …}`.
+    public static func refused(_ error: EventError) -> [SocketIOValue] {
+        [.object(["error": .string(error.code.rawValue), "message": .string(error.message)])]
+    }
+
+    /// The payload of `error` events (a refused event that asked for no ack):
+    /// `{"code": …, "message": …, "event": name}`.
+    public static func errorEvent(_ error: EventError, event name: String) -> [SocketIOValue] {
+        [.object(["code": .string(error.code.rawValue), "message": .string(error.message), "event": .string(name)])]
+    }
+
+    /// The CONNECT_ERROR payload: `{"message": code, "data": {"code": …, "message": …}}`
+    /// (clients show `message`; `data` is `err.data` in socket.io-client).
+    public static func connectError(_ error: EventError) -> JSONValue {
+        .object([
+            "message": .string(error.code.rawValue),
+            "data": .object(["code": .string(error.code.rawValue), "message": .string(error.message)]),
+        ])
+    }
+}
