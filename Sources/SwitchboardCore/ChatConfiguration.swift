@@ -10,6 +10,11 @@ public struct ChatConfiguration: Sendable {
     public var maxConnectionsPerAddress = 1_000
     /// Rooms one connection may be in at once.
     public var maxRoomsPerConnection = 64
+    /// `joined`/`left` events are sent only while a room has fewer online nicknames than
+    /// this (cluster-wide, as last counted): in a big room they would cost every member
+    /// one frame per arrival — O(n²) frames when n people join — for a line nobody reads.
+    /// `presence` counts are always sent (coalesced). 0 = never send them.
+    public var joinLeaveLimit = 200
     /// Avatar: at most this many bytes.
     public var maxAvatarBytes = 256
     /// Events replayed at most per stream on resume.

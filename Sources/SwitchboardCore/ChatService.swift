@@ -526,8 +526,10 @@ public final class ChatService: Sendable {
         if change.nicknameEdge {
             let entry = PresenceEntry(room: room, nickname: nickname, node: nodeID)
             try await broker.setPresence([entry], expiresAt: clock() + configuration.presenceTTLMilliseconds)
-            try await broker.broadcast(
-                Envelope(.joined(room: room, nickname: nickname), excludeConnection: session.connectionID), to: .room(room))
+            if announcesMembership(in: room, joining: true) {
+                try await broker.broadcast(
+                    Envelope(.joined(room: room, nickname: nickname), excludeConnection: session.connectionID), to: .room(room))
+            }
         }
         presence.markDirty(room)
         return try await broker.head(of: .room(room)) ?? .zero
@@ -544,13 +546,25 @@ public final class ChatService: Sendable {
         if change.nicknameEdge {
             do {
                 try await broker.removePresence([PresenceEntry(room: room, nickname: nickname, node: nodeID)])
-                try await broker.broadcast(Envelope(.left(room: room, nickname: nickname)), to: .room(room))
+                if announcesMembership(in: room, joining: false) {
+                    try await broker.broadcast(Envelope(.left(room: room, nickname: nickname)), to: .room(room))
+                }
             } catch {
                 logger.debug("presence removal failed; it expires", metadata: ["room": "\(room)", "error": "\(error)"])
             }
         }
         presence.markDirty(room)
         if change.streamEdge { await unsubscribe(.room(room)) }
+    }
+
+    /// Whether the arrival (`joining`) or departure of a nickname is announced in `room`:
+    /// only while fewer than `joinLeaveLimit` others are online there (the larger of the
+    /// last cluster-wide count and the local count, the mover left out; the Hub already
+    /// has the newcomer and no longer has the leaver).
+    private func announcesMembership(in room: RoomName, joining: Bool) -> Bool {
+        let local = hub.nicknameCount(in: .room(room)) - (joining ? 1 : 0)
+        let cluster = (presence.lastCount(room) ?? 0) - (joining ? 0 : 1)
+        return max(local, cluster) < configuration.joinLeaveLimit
     }
 
     private func attach(_ subscriber: any Subscriber, to stream: StreamKey) async throws {

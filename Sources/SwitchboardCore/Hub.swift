@@ -24,8 +24,18 @@ public final class Hub: Sendable {
         public var nicknameEdge: Bool
     }
 
+    /// One delivery loop's recipients of a stream in one wire format.
+    struct Route {
+        let loop: any DeliveryLoop
+        let format: WireFormat
+        let members: [any Subscriber]
+    }
+
     private struct State {
         var streams: [StreamKey: Audience] = [:]
+        /// Each stream's recipients as handed to the loops, built on the first delivery
+        /// after a membership change: a delivery does no work per recipient here.
+        var routes: [StreamKey: [Route]] = [:]
         var connections = 0
     }
 
@@ -51,6 +61,7 @@ public final class Hub: Sendable {
                 return Change(streamEdge: false, nicknameEdge: false)
             }
             audience.groups[key] = group
+            state.routes[stream] = nil
             let change = Change(streamEdge: audience.count == 0, nicknameEdge: audience.nicknames[subscriber.nickname] == nil)
             audience.count += 1
             audience.nicknames[subscriber.nickname, default: 0] += 1
@@ -68,6 +79,7 @@ public final class Hub: Sendable {
             guard var group = audience.groups[key], group.members.removeValue(forKey: subscriber.connectionID) != nil
             else { return nil }
             audience.groups[key] = group.members.isEmpty ? nil : group
+            state.routes[stream] = nil
             audience.count -= 1
             let left = (audience.nicknames[subscriber.nickname] ?? 1) - 1
             audience.nicknames[subscriber.nickname] = left == 0 ? nil : left
@@ -77,35 +89,34 @@ public final class Hub: Sendable {
     }
 
     /// Fans an event of `stream` out to every local member: encoded once per wire
-    /// format, handed to each delivery loop once with all its recipients.
+    /// format, handed to each delivery loop once with all its recipients. Exclusions
+    /// (`echo: false`, a whisper's sending connection) travel in the frame and are
+    /// applied by each subscriber.
     public func deliver(_ event: ServerEvent, stream: StreamKey, id: MessageID?, envelope: Envelope?) {
-        let groups: [Group] = state.withLock { state in
+        let routes: [Route] = state.withLock { state in
+            if let routes = state.routes[stream] { return routes }
             guard let audience = state.streams[stream] else { return [] }
-            return Array(audience.groups.values)
+            var routes: [Route] = []
+            for group in audience.groups.values {
+                var byFormat: [WireFormat: [any Subscriber]] = [:]
+                for member in group.members.values { byFormat[member.format, default: []].append(member) }
+                for (format, members) in byFormat { routes.append(Route(loop: group.loop, format: format, members: members)) }
+            }
+            state.routes[stream] = routes
+            return routes
         }
-        guard !groups.isEmpty else { return }
+        guard !routes.isEmpty else { return }
         var frames: [WireFormat: Frame] = [:]
-        for group in groups {
-            var byFormat: [WireFormat: [any Subscriber]] = [:]
-            for member in group.members.values {
-                if let envelope {
-                    if envelope.excludeNickname == member.nickname || envelope.excludeConnection == member.connectionID {
-                        continue
-                    }
-                }
-                byFormat[member.format, default: []].append(member)
+        for route in routes {
+            let frame: Frame
+            if let cached = frames[route.format] {
+                frame = cached
+            } else {
+                frame = encode(event, format: route.format, stream: stream, id: id, envelope: envelope)
+                frames[route.format] = frame
             }
-            for (format, members) in byFormat {
-                let frame: Frame
-                if let cached = frames[format] {
-                    frame = cached
-                } else {
-                    frame = encode(event, format: format, stream: stream, id: id, envelope: envelope)
-                    frames[format] = frame
-                }
-                metrics.deliveries.add(members.count, ordering: .relaxed)
-                group.loop.deliver(frame, to: members)
-            }
+            metrics.deliveries.add(route.members.count, ordering: .relaxed)
+            route.loop.deliver(frame, to: route.members)
         }
     }
 
@@ -127,6 +138,11 @@ public final class Hub: Sendable {
     /// Distinct local nicknames in `stream`.
     public func nicknames(in stream: StreamKey) -> [Nickname] {
         state.withLock { Array(($0.streams[stream]?.nicknames ?? [:]).keys) }
+    }
+
+    /// Number of distinct local nicknames in `stream`.
+    public func nicknameCount(in stream: StreamKey) -> Int {
+        state.withLock { $0.streams[stream]?.nicknames.count ?? 0 }
     }
 
     /// Every local subscriber (each session is in its own user stream).

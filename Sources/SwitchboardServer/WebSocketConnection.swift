@@ -22,6 +22,10 @@ final class WebSocketConnection: Subscriber {
         /// Frames written while the socket was not writable.
         var backlogged = 0
         var dirty = false
+        /// The context of NIO's WebSocket frame encoder: frames the loop already encoded
+        /// are written below it, as bytes, straight to the socket's write queue.
+        var rawOutput: ChannelHandlerContext?
+        var lookedUp = false
     }
 
     var loop: any DeliveryLoop { delivery }
@@ -51,7 +55,16 @@ final class WebSocketConnection: Subscriber {
     func flush() {
         guard state.value.dirty else { return }
         state.value.dirty = false
-        channel.flush()
+        if let output = rawOutput() { output.flush() } else { channel.flush() }
+    }
+
+    /// The encoder's context, looked up once (nil if the pipeline has no such encoder).
+    private func rawOutput() -> ChannelHandlerContext? {
+        if !state.value.lookedUp {
+            state.value.lookedUp = true
+            state.value.rawOutput = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        }
+        return state.value.rawOutput
     }
 
     /// Writes the opening sequence, then lets live frames through.
@@ -77,8 +90,11 @@ final class WebSocketConnection: Subscriber {
                 return
             }
         }
-        let buffer = delivery.buffer(for: frame)
-        channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        if let output = rawOutput() {
+            output.write(NIOAny(delivery.webSocketBuffer(for: frame)), promise: nil)
+        } else {
+            channel.write(WebSocketFrame(fin: true, opcode: .text, data: delivery.buffer(for: frame)), promise: nil)
+        }
         state.value.dirty = true
     }
 

@@ -49,6 +49,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-rooms"), help: "Rooms per connection (SWITCHBOARD_MAX_ROOMS).")
     var maxRooms: Int = env("SWITCHBOARD_MAX_ROOMS").flatMap(Int.init) ?? 64
 
+    @Option(name: .customLong("join-leave-limit"), help: "joined/left events only in rooms with fewer online nicknames than this; 0 = never (SWITCHBOARD_JOIN_LEAVE_LIMIT).")
+    var joinLeaveLimit: Int = env("SWITCHBOARD_JOIN_LEAVE_LIMIT").flatMap(Int.init) ?? 200
+
     @Option(name: .customLong("rate"), help: "Client events per second per connection, sustained (SWITCHBOARD_RATE).")
     var rate: Double = env("SWITCHBOARD_RATE").flatMap(Double.init) ?? 20
 
@@ -101,6 +104,7 @@ struct Serve: AsyncParsableCommand {
         guard maxText >= 1 else { throw ValidationError("--max-text must be at least 1") }
         guard maxConnections >= 1, maxConnectionsPerIP >= 1 else { throw ValidationError("connection limits must be at least 1") }
         guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
+        guard joinLeaveLimit >= 0 else { throw ValidationError("--join-leave-limit must be 0 or more") }
         guard maxRooms >= 1, rate > 0, burst >= 1, maxQueuedFrames >= 1, tokenTTL >= 1, pollWindow >= 1 else {
             throw ValidationError("limits must be positive")
         }
@@ -139,6 +143,7 @@ struct Serve: AsyncParsableCommand {
         chat.maxConnections = maxConnections
         chat.maxConnectionsPerAddress = maxConnectionsPerIP
         chat.maxRoomsPerConnection = maxRooms
+        chat.joinLeaveLimit = joinLeaveLimit
         chat.ratePerSecond = rate
         chat.rateBurst = burst
         chat.tokenLifetimeSeconds = tokenTTL

@@ -2,11 +2,14 @@ import Synchronization
 import Testing
 @testable import SwitchboardCore
 
-/// A delivery loop that records what it was handed, like an event loop would write it.
+/// A delivery loop that records who would get each frame: the Hub hands a stream's
+/// whole audience over, and each subscriber applies the frame's exclusions (as every
+/// transport's `receive` does), so it records the recipients the frame is visible to.
 final class RecordingLoop: DeliveryLoop {
     let calls = Mutex<[(Frame, [ConnectionID])]>([])
     func deliver(_ frame: Frame, to subscribers: [any Subscriber]) {
-        calls.withLock { $0.append((frame, subscribers.map(\.connectionID))) }
+        let recipients = subscribers.filter { frame.isVisible(to: $0.nickname, connection: $0.connectionID) }
+        calls.withLock { $0.append((frame, recipients.map(\.connectionID))) }
     }
 }
 

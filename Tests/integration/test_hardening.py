@@ -1579,7 +1579,8 @@ def test_sigterm_drains_ws_1012_sse_ends_long_poll_answered_exit_0(node_factory)
                 problems.append(f"exit code {rc}")
             if (after("exit") or 99) > 10:
                 problems.append(f"exit after {after('exit')} s (> 10 s)")
-            assert not problems, "\n".join(problems)
+            # Everything measured and the node's last log lines, so a failure in CI explains itself.
+            assert not problems, "\n".join(problems) + f"\nfigures: {figs}\nnode log:\n{node.stderr()[-3000:]}"
         finally:
             await client.aclose()
             await sse.close()
