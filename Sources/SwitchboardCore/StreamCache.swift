@@ -14,7 +14,29 @@ final class StreamCache: Sendable {
     private struct Stream {
         /// Every message after `base` is in `entries` (nil while preparing).
         var base: MessageID?
+        /// In id order; between `capacity` and twice that once full (trimmed in one go,
+        /// so an append costs O(1) amortized).
         var entries: [StreamEntry] = []
+
+        mutating func append(_ message: StreamEntry, capacity: Int) {
+            if let last = entries.last?.id ?? base, message.id <= last { return }
+            entries.append(message)
+            if entries.count >= 2 * capacity {
+                let drop = entries.count - capacity
+                if base != nil { base = entries[drop - 1].id }
+                entries.removeFirst(drop)
+            }
+        }
+
+        /// The index of the first entry newer than `id` (binary search: ids increase).
+        func firstIndex(after id: MessageID) -> Int {
+            var low = 0, high = entries.count
+            while low < high {
+                let mid = (low + high) / 2
+                if entries[mid].id > id { high = mid } else { low = mid + 1 }
+            }
+            return low
+        }
     }
 
     private let capacity: Int
@@ -34,25 +56,18 @@ final class StreamCache: Sendable {
     /// Declares the cache complete after `base` (the head read after subscribing).
     func start(_ stream: StreamKey, base: MessageID) {
         streams.withLock { streams in
-            guard var entry = streams[stream], entry.base == nil else { return }
-            entry.entries.removeAll { $0.id <= base }
-            entry.base = base
-            streams[stream] = entry
+            guard streams[stream]?.base == nil, streams[stream] != nil else { return }
+            streams[stream]!.entries.removeAll { $0.id <= base }
+            streams[stream]!.base = base
         }
     }
 
     /// Records a live message (ignored for streams not being cached).
     func append(_ message: StreamEntry) {
         streams.withLock { streams in
-            guard var entry = streams[message.stream] else { return }
-            if let last = entry.entries.last?.id ?? entry.base, message.id <= last { return }
-            entry.entries.append(message)
-            if entry.entries.count > capacity {
-                let drop = entry.entries.count - capacity
-                if entry.base != nil { entry.base = entry.entries[drop - 1].id }
-                entry.entries.removeFirst(drop)
-            }
-            streams[message.stream] = entry
+            // Mutated in place: a copy here would copy the whole window per message.
+            guard streams[message.stream] != nil else { return }
+            streams[message.stream]!.append(message, capacity: capacity)
         }
     }
 
@@ -70,7 +85,7 @@ final class StreamCache: Sendable {
     func read(_ stream: StreamKey, after: MessageID, limit: Int) -> [StreamEntry]? {
         streams.withLock { streams in
             guard let entry = streams[stream], let base = entry.base, after >= base else { return nil }
-            guard let start = entry.entries.firstIndex(where: { $0.id > after }) else { return [] }
+            let start = entry.firstIndex(after: after)
             return Array(entry.entries[start...].prefix(limit))
         }
     }
