@@ -3,7 +3,7 @@
 docs/BENCHMARKS.md: medians of the runs with their spread (min–max) and the
 Switchboard/Nchan ratio.
 
-    python3 benchmarks/summarize.py benchmarks/results/<run dir>
+    python3 benchmarks/summarize.py benchmarks/results/<run dir> [more dirs…]
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 NAME = re.compile(r"^(idle|fanout)-(switchboard|nchan)-(.+)-r(\d+)$")
 
 
-def load(directory: Path) -> dict:
+def load(directories: list[Path]) -> dict:
     groups: dict = defaultdict(list)
-    for path in sorted(directory.glob("*.json")):
+    for path in sorted(p for d in directories for p in d.glob("*.json")):
         m = NAME.match(path.stem)
         if m:
             groups[(m.group(1), m.group(2), m.group(3))].append(json.loads(path.read_text()))
@@ -100,8 +100,8 @@ def fanout_table(groups: dict) -> list[str]:
 
 
 def main() -> None:
-    directory = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    groups = load(directory)
+    directories = [Path(a) for a in sys.argv[1:]] or [Path(".")]
+    groups = load(directories)
     out = []
     idle = idle_table(groups)
     if idle:
@@ -109,7 +109,7 @@ def main() -> None:
     fan = fanout_table(groups)
     if fan:
         out += ["### Fan-out across two nodes sharing Redis (WebSocket)", ""] + fan + [""]
-    print("\n".join(out) if out else f"no results in {directory}")
+    print("\n".join(out) if out else f"no results in {' '.join(map(str, directories))}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,19 @@ public struct EventStreamSplitter: Sendable {
         pending.discardReadBytes()
     }
 
+    /// Whether `events` holds nothing but comment lines (`: keep-alive`) and blank lines:
+    /// a server's keep-alive, not a message (it must not keep the bench from settling).
+    public static func isOnlyComments(_ events: ByteBuffer) -> Bool {
+        events.withUnsafeReadableBytes { bytes in
+            var lineStart = true
+            for byte in bytes {
+                if lineStart, byte != UInt8(ascii: ":"), byte != UInt8(ascii: "\n"), byte != UInt8(ascii: "\r") { return false }
+                lineStart = byte == UInt8(ascii: "\n")
+            }
+            return true
+        }
+    }
+
     /// The offset just past the last `\n\n` (or `\r\n\r\n`) in `buffer`.
     static func endOfLastEvent(in buffer: ByteBuffer) -> Int? {
         buffer.withUnsafeReadableBytes { bytes -> Int? in

@@ -79,7 +79,10 @@ final class StreamSubscriberHandler: ChannelInboundHandler {
                 body.writeBuffer(&chunk)
             } else if status == .ok {
                 let recorder = slot.recorder.value
-                splitter.feed(chunk) { recorder.record(slot: slot.slot, $0) }
+                splitter.feed(chunk) { events in
+                    guard !EventStreamSplitter.isOnlyComments(events) else { return }
+                    recorder.record(slot: slot.slot, events)
+                }
             }
         case .end:
             guard poll, status == .ok else {

@@ -42,11 +42,13 @@ extension ChatService {
                 }
                 return .success(ids)
             case .user(let to):
-                guard try await broker.nicknameHolder(to) != nil else {
+                guard let holder = try await broker.nicknameHolder(to) else {
                     return .failure(EventError(.userOffline, "\(to) is not online"))
                 }
                 let me = session.identity.nickname
-                let envelope = Envelope(.application(id: nil, target: .user(to), fields: fields), excludeConnection: exclude)
+                let envelope = Envelope(
+                    .application(id: nil, target: .user(to), fields: fields), excludeConnection: exclude,
+                    sessions: Array(Set([holder, session.identity.session])).sorted())
                 let ids = try await broker.publish(envelope, to: to == me ? [.user(me)] : [.user(to), .user(me)])
                 metrics.published.add(1, ordering: .relaxed)
                 return .success(ids.last.map { [$0] } ?? [])

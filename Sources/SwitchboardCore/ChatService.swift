@@ -258,9 +258,16 @@ public final class ChatService: Sendable {
             let (backlog, caughtUpResets, welcomeCursor) = try await catchUp(
                 identity, rooms: rooms, after: cursor, connection: subscriber.connectionID)
             var resets = caughtUpResets
-            // Every connection learns the online count of the rooms it opened with.
+            // Every connection learns the online count of the rooms it opened with: the
+            // node's last count when it has one (counting is O(members) in Redis — asking
+            // on every open made n joins cost O(n²)); its own arrival marked the room for a
+            // recount, which follows within the coalescing window if the count changed.
             for room in Set(rooms).sorted() {
-                resets.append(.presence(room: room, count: try await broker.presenceCount(of: room, now: clock())))
+                if let count = presence.lastCount(room) {
+                    resets.append(.presence(room: room, count: count))
+                } else {
+                    resets.append(.presence(room: room, count: try await broker.presenceCount(of: room, now: clock())))
+                }
             }
             let welcome = ServerEvent.welcome(
                 nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport,
@@ -285,6 +292,11 @@ public final class ChatService: Sendable {
             }
         }
         return events
+    }
+
+    /// Open sessions on this node.
+    public var sessionCount: Int {
+        state.withLock { $0.sessions.count }
     }
 
     /// Connection limits: per node and per client address. Counts the connection when it
@@ -342,6 +354,7 @@ public final class ChatService: Sendable {
                 for entry in page.entries
                 where entry.envelope.excludeNickname != identity.nickname
                     && (entry.envelope.excludeConnection == nil || entry.envelope.excludeConnection != connection)
+                    && entry.envelope.isReplayable(to: identity.session)
                 {
                     backlog.append(entry)
                 }
@@ -476,12 +489,12 @@ public final class ChatService: Sendable {
             metrics.published.add(1, ordering: .relaxed)
             return [.ack(ref: event.ref, id: ids.first)]
         case .whisper(let to, let text):
-            guard try await broker.nicknameHolder(to) != nil else {
+            guard let holder = try await broker.nicknameHolder(to) else {
                 return [.error(ref: event.ref, code: .userOffline, message: "\(to) is not online")]
             }
             let me = identity.nickname
             let message = ServerEvent.privateMessage(id: nil, from: identity.sender, to: to, text: text, ts: clock())
-            let envelope = Envelope(message, excludeConnection: connection)
+            let envelope = Envelope(message, excludeConnection: connection, sessions: Array(Set([holder, identity.session])).sorted())
             let streams: [StreamKey] = to == me ? [.user(me)] : [.user(to), .user(me)]
             let ids = try await broker.publish(envelope, to: streams)
             metrics.published.add(1, ordering: .relaxed)
@@ -496,7 +509,10 @@ public final class ChatService: Sendable {
     public func publishApplicationEvent(target: StreamKey, fields: [String: JSONValue]) async throws -> MessageID? {
         var fields = fields
         if fields["type"] == nil { fields["type"] = .string("event") }
-        let ids = try await broker.publish(Envelope(.application(id: nil, target: target, fields: fields)), to: [target])
+        // To a nickname: it belongs to the session holding it now (if any), like a whisper.
+        var sessions: [String] = []
+        if case .user(let nickname) = target, let holder = try await broker.nicknameHolder(nickname) { sessions = [holder] }
+        let ids = try await broker.publish(Envelope(.application(id: nil, target: target, fields: fields), sessions: sessions), to: [target])
         metrics.published.add(1, ordering: .relaxed)
         return ids.first
     }

@@ -7,33 +7,53 @@ public struct Envelope: Sendable, Equatable {
     public var excludeNickname: Nickname?
     /// This connection does not receive it (the sender of a whisper).
     public var excludeConnection: ConnectionID?
+    /// A private event belongs to the sessions that held its nicknames when it was sent
+    /// (recipient and sender): replaying a user stream hands it to those sessions only,
+    /// never to a later holder of a lapsed nickname. Empty: no restriction.
+    public var sessions: [String]
 
-    public init(_ event: ServerEvent, excludeNickname: Nickname? = nil, excludeConnection: ConnectionID? = nil) {
+    public init(
+        _ event: ServerEvent, excludeNickname: Nickname? = nil, excludeConnection: ConnectionID? = nil, sessions: [String] = []
+    ) {
         self.event = event
         self.excludeNickname = excludeNickname
         self.excludeConnection = excludeConnection
+        self.sessions = sessions
     }
 
-    /// `1\t<kind>\t<exclude nickname>\t<exclude connection>\t<event JSON>`; kind is `e`
-    /// for a chat event, `a` for an application event (so its `type` is free).
+    /// Whether a replay of history may hand this event to `session`.
+    public func isReplayable(to session: String) -> Bool {
+        sessions.isEmpty || sessions.contains(session)
+    }
+
+    /// `1\t<kind>\t<exclude nickname>\t<exclude connection>\t<event JSON>`, or with
+    /// sessions `2\t<kind>\t<exclude nickname>\t<exclude connection>\t<s1,s2>\t<event JSON>`;
+    /// kind is `e` for a chat event, `a` for an application event (so its `type` is free).
     public var encoded: [UInt8] {
-        var bytes: [UInt8] = Array("1\t".utf8)
+        var bytes: [UInt8] = Array((sessions.isEmpty ? "1\t" : "2\t").utf8)
         if case .application = event { bytes.append(UInt8(ascii: "a")) } else { bytes.append(UInt8(ascii: "e")) }
         bytes.append(0x09)
         bytes.append(contentsOf: (excludeNickname?.value ?? "").utf8)
         bytes.append(0x09)
         bytes.append(contentsOf: (excludeConnection?.value ?? "").utf8)
         bytes.append(0x09)
+        if !sessions.isEmpty {
+            bytes.append(contentsOf: sessions.joined(separator: ",").utf8)
+            bytes.append(0x09)
+        }
         bytes.append(contentsOf: event.jsonBytes)
         return bytes
     }
 
     public init?(encoded bytes: some Collection<UInt8>) {
-        let fields = bytes.split(separator: 0x09, maxSplits: 4, omittingEmptySubsequences: false)
-        guard fields.count == 5, fields[0].elementsEqual("1".utf8) else { return nil }
+        let versioned = bytes.prefix(2).elementsEqual("2\t".utf8)
+        let fields = bytes.split(separator: 0x09, maxSplits: versioned ? 5 : 4, omittingEmptySubsequences: false)
+        guard fields.count == (versioned ? 6 : 5), fields[0].elementsEqual((versioned ? "2" : "1").utf8) else { return nil }
         let nick = String(decoding: fields[2], as: UTF8.self)
         let conn = String(decoding: fields[3], as: UTF8.self)
-        let body = Array(fields[4])
+        let sessions = versioned ? fields[4].split(separator: UInt8(ascii: ",")).map { String(decoding: $0, as: UTF8.self) } : []
+        guard !versioned || !sessions.isEmpty else { return nil }
+        let body = Array(fields[versioned ? 5 : 4])
         let event: ServerEvent?
         if let type = Envelope.leadingType(body), !["joined", "left", "presence"].contains(type) {
             // Relayed as is: no JSON parse per message per node.
@@ -58,6 +78,7 @@ public struct Envelope: Sendable, Equatable {
         self.event = event
         self.excludeNickname = nick.isEmpty ? nil : Nickname(nick)
         self.excludeConnection = conn.isEmpty ? nil : ConnectionID(conn)
+        self.sessions = sessions
     }
 }
 

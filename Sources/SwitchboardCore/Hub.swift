@@ -54,18 +54,19 @@ public final class Hub: Sendable {
     @discardableResult
     public func add(_ subscriber: any Subscriber, to stream: StreamKey) -> Change {
         state.withLock { state in
-            var audience = state.streams[stream] ?? Audience()
+            // Moved out and back so they are uniquely referenced: mutating a copy would copy
+            // the whole member table per join (O(n²) for n joins).
+            var audience = state.streams.removeValue(forKey: stream) ?? Audience()
+            defer { state.streams[stream] = audience }
             let key = ObjectIdentifier(subscriber.loop)
-            var group = audience.groups[key] ?? Group(loop: subscriber.loop)
-            guard group.members.updateValue(subscriber, forKey: subscriber.connectionID) == nil else {
-                return Change(streamEdge: false, nicknameEdge: false)
-            }
+            var group = audience.groups.removeValue(forKey: key) ?? Group(loop: subscriber.loop)
+            let added = group.members.updateValue(subscriber, forKey: subscriber.connectionID) == nil
             audience.groups[key] = group
+            guard added else { return Change(streamEdge: false, nicknameEdge: false) }
             state.routes[stream] = nil
             let change = Change(streamEdge: audience.count == 0, nicknameEdge: audience.nicknames[subscriber.nickname] == nil)
             audience.count += 1
             audience.nicknames[subscriber.nickname, default: 0] += 1
-            state.streams[stream] = audience
             return change
         }
     }
@@ -74,16 +75,17 @@ public final class Hub: Sendable {
     @discardableResult
     public func remove(_ subscriber: any Subscriber, from stream: StreamKey) -> Change? {
         state.withLock { state in
-            guard var audience = state.streams[stream] else { return nil }
+            guard var audience = state.streams.removeValue(forKey: stream) else { return nil }
+            defer { if audience.count > 0 { state.streams[stream] = audience } }
             let key = ObjectIdentifier(subscriber.loop)
-            guard var group = audience.groups[key], group.members.removeValue(forKey: subscriber.connectionID) != nil
-            else { return nil }
-            audience.groups[key] = group.members.isEmpty ? nil : group
+            guard var group = audience.groups.removeValue(forKey: key) else { return nil }
+            let removed = group.members.removeValue(forKey: subscriber.connectionID) != nil
+            if !group.members.isEmpty { audience.groups[key] = group }
+            guard removed else { return nil }
             state.routes[stream] = nil
             audience.count -= 1
             let left = (audience.nicknames[subscriber.nickname] ?? 1) - 1
             audience.nicknames[subscriber.nickname] = left == 0 ? nil : left
-            state.streams[stream] = audience.count == 0 ? nil : audience
             return Change(streamEdge: audience.count == 0, nicknameEdge: left == 0)
         }
     }

@@ -14,7 +14,13 @@ final class PresenceTracker: Sendable {
     struct State {
         var dirty: Set<RoomName> = []
         var lastSent: [RoomName: Int] = [:]
+        var lastCounted: [RoomName: ContinuousClock.Instant] = [:]
     }
+
+    /// Rooms with more local members than this are recounted at most once per
+    /// `bigRoomCoalesce`: while thousands join, every recount is a frame to every member.
+    static let bigRoom = 1000
+    static let bigRoomCoalesce = Duration.seconds(1)
 
     init(configuration: ChatConfiguration, broker: any Broker, hub: Hub, clock: @escaping @Sendable () -> Int64) {
         self.configuration = configuration
@@ -64,11 +70,25 @@ final class PresenceTracker: Sendable {
             state.dirty = []
             return dirty
         }
+        let now = ContinuousClock.now
         for room in dirty {
-            guard hub.memberCount(of: .room(room)) > 0 else {
-                state.withLock { _ = $0.lastSent.removeValue(forKey: room) }
+            let members = hub.memberCount(of: .room(room))
+            guard members > 0 else {
+                state.withLock { state in
+                    state.lastSent.removeValue(forKey: room)
+                    state.lastCounted.removeValue(forKey: room)
+                }
                 continue
             }
+            let wait = state.withLock { state -> Bool in
+                guard members > Self.bigRoom, let last = state.lastCounted[room], now - last < Self.bigRoomCoalesce else {
+                    state.lastCounted[room] = now
+                    return false
+                }
+                state.dirty.insert(room)
+                return true
+            }
+            if wait { continue }
             guard let count = try? await broker.presenceCount(of: room, now: clock()) else {
                 state.withLock { _ = $0.dirty.insert(room) }
                 continue

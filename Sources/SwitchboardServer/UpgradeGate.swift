@@ -67,7 +67,27 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// A request the decoder could not parse before the first head (headers or request
+    /// line over the limits, garbage): Hummingbird would drop the connection without a
+    /// word while it negotiates the upgrade. Answer 431 or 400 with a JSON error, then close.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard state == .idle || state == .checking, let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        let answer: APIError =
+            switch parserError {
+            case .headerOverflow:
+                APIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"), "headers_too_large",
+                         "the request line or headers exceed the node's limits")
+            default:
+                APIError(.badRequest, "bad_request", "malformed HTTP request")
+            }
+        decided(answer, context: context)
+    }
+
     private func decided(_ error: APIError?, context: ChannelHandlerContext) {
+        guard state != .refused else { return }
         guard let error else {
             state = .done
             let parts = pending
@@ -84,7 +104,8 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         headers.add(name: "Connection", value: "close")
-        let head = HTTPResponseHead(version: .http1_1, status: .init(statusCode: Int(error.status.code)), headers: headers)
+        let head = HTTPResponseHead(
+            version: .http1_1, status: .init(statusCode: Int(error.status.code), reasonPhrase: error.status.reasonPhrase), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         let channel = context.channel

@@ -39,6 +39,13 @@ import Testing
         #expect(splitter.pendingBytes == 0)
     }
 
+    @Test func keepAliveCommentsAreNotMessages() {
+        #expect(EventStreamSplitter.isOnlyComments(ByteBuffer(string: ": keep-alive\n\n")))
+        #expect(EventStreamSplitter.isOnlyComments(ByteBuffer(string: ":\r\n\r\n: ping\n\n")))
+        #expect(!EventStreamSplitter.isOnlyComments(ByteBuffer(string: ": hi\n\ndata: x\n\n")))
+        #expect(!EventStreamSplitter.isOnlyComments(ByteBuffer(string: "retry: 1000\n\n")))
+    }
+
     @Test func vmRSSIsRead() {
         let status = "Name:\tnginx\nVmPeak:\t  20000 kB\nVmRSS:\t   12345 kB\nThreads:\t1\n"
         #expect(ProcessMemory.parseVmRSS(status) == 12345)

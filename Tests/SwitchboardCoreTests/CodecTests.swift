@@ -121,6 +121,15 @@ import Testing
             excludeNickname: dong, excludeConnection: ConnectionID("c1"))
         #expect(Envelope(encoded: envelope.encoded) == envelope)
         #expect(Envelope(encoded: Array("junk".utf8)) == nil)
+        let whisper = Envelope(
+            .privateMessage(id: nil, from: sender, to: dong, text: "psst\t,", ts: 6),
+            excludeConnection: ConnectionID("c1"), sessions: ["s1", "s2"])
+        #expect(whisper.encoded.starts(with: Array("2\te\t\tc1\ts1,s2\t".utf8)))
+        #expect(Envelope(encoded: whisper.encoded) == whisper)
+        #expect(Envelope(encoded: whisper.encoded)?.sessions == ["s1", "s2"])
+        #expect(whisper.isReplayable(to: "s2") && !whisper.isReplayable(to: "s3"))
+        #expect(envelope.isReplayable(to: "anyone"), "no sessions: no restriction")
+        #expect(Envelope(encoded: Array("2\te\t\t\t\t{\"type\":\"pong\"}".utf8)) == nil, "version 2 needs a session")
     }
 
     @Test func tokensVerifyAndRefuseForgery() {

@@ -372,7 +372,6 @@ def test_http_bodies_over_the_limit_are_413_json_and_nothing_happens(node_factor
     assert node.running
 
 
-@pytest.mark.xfail(reason="known bug: an oversized header on the first request of a connection gets no answer; the node stays healthy", strict=False)
 def test_huge_header_or_request_line_gets_4xx_and_node_survives(node_factory):
     node = node_with(node_factory, "limhdr")
     token = login(node.url, h.unique_name("hdr"))["token"]
@@ -668,6 +667,93 @@ def test_slow_consumer_is_disconnected_and_memory_stays_flat(node_factory):
         figures("slow consumer, 2,000 × 50 KB, --max-queued-frames 16", **figs)
     assert node.running, node.stderr()
     assert not problems, "\n".join(problems)
+
+
+def test_a_slow_consumer_does_not_slow_the_others(node_factory):
+    """Twelve readers in a room get 300 paced 8 KB messages (100/s), once alone and once
+    with a subscriber that never reads (it is cut off meanwhile). The readers' p99
+    latency (server `ts` → arrival) with the slow consumer stays within 2× of the run
+    without it (plus 15 ms: the resolution of a Python client on a shared 2-core box)."""
+    node = node_with(node_factory, "slowp99", "--max-queued-frames", "16", "--max-text", "20000",
+                     "--rate", "100000", "--burst", "100000")
+    room = h.unique_room("p99")
+    count, size, readers_n = 300, 8000, 12
+    figs: dict[str, Any] = {}
+    slow_sock: list[socket.socket] = []
+
+    def p99(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+    async def body() -> None:
+        latencies: dict[str, list[float]] = {}
+        received: dict[str, set] = {}
+
+        async def read(ws: Any, name: str) -> None:
+            try:
+                async for message in ws:
+                    now = time.time() * 1000
+                    event = json.loads(message)
+                    if event.get("type") == "message":
+                        phase = event["text"][:2]
+                        latencies.setdefault(phase, []).append(now - event["ts"])
+                        received.setdefault(f"{name}/{phase}", set()).add(event["id"])
+            except Exception:  # noqa: BLE001 - closed at the end
+                pass
+
+        sockets, tasks = [], []
+        async with Clients() as c:
+            for i in range(readers_n):
+                token = login(node.url, h.unique_name("rd"))["token"]
+                ws = await h.ws_connect(h.ws_address(node.ws_url, token, [room]), proxy=None, max_size=None)
+                sockets.append(ws)
+                tasks.append(asyncio.create_task(read(ws, f"r{i}")))
+            publisher, _, _ = await c.user(node, h.unique_name("pub"), rooms=[room])
+
+            async def phase(tag: str) -> None:
+                acked: set = set()
+                t0 = time.monotonic()
+                for i in range(count):
+                    # Paced: message i leaves at t0 + i/100 s.
+                    delay = t0 + i / 100 - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await publisher.send({"type": "say", "room": room, "text": tag + "-" + "x" * size, "ref": f"{tag}{i}",
+                                          "echo": False})
+                for i in range(count):
+                    answer = await answer_to(publisher, f"{tag}{i}", 30)
+                    if answer["type"] == "ack":
+                        acked.add(answer["id"])
+                figs[f"{tag}_acked"] = len(acked)
+                await wait_until(lambda: all(acked <= received.get(f"r{i}/{tag}", set()) for i in range(readers_n)), 30,
+                                 f"every reader to get every {tag} message")
+
+            await phase("p1")  # without a slow consumer
+            slow_token = login(node.url, h.unique_name("slow"))["token"]
+            sock, _ = await asyncio.to_thread(blocking_ws, node, f"/ws?token={quote(slow_token)}&rooms={room}", 4096)
+            slow_sock.append(sock)
+            await phase("p2")  # with one
+            figs["slow_consumer_disconnects"] = h.metric_sum(h.metrics(node), "switchboard_disconnects_total",
+                                                             reason="slow_consumer")
+            for ws in sockets:
+                await ws.close()
+            for t in tasks:
+                t.cancel()
+        figs["p99_without_ms"] = round(p99(latencies["p1"]), 1)
+        figs["p99_with_slow_ms"] = round(p99(latencies["p2"]), 1)
+        figs["p50_without_ms"] = round(sorted(latencies["p1"])[len(latencies["p1"]) // 2], 1)
+        figs["p50_with_slow_ms"] = round(sorted(latencies["p2"])[len(latencies["p2"]) // 2], 1)
+
+    try:
+        run(body(), 180)
+    finally:
+        for sock in slow_sock:
+            sock.close()
+        figures("others' latency with a slow consumer", **figs)
+    assert node.running, node.stderr()
+    assert figs["slow_consumer_disconnects"] >= 1, f"the slow consumer was never cut off: {figs}"
+    bound = 2 * figs["p99_without_ms"] + 15
+    assert figs["p99_with_slow_ms"] <= bound, f"others' p99 {figs['p99_with_slow_ms']} ms > {bound} ms: {figs}"
 
 
 # ======================================================================================
@@ -1034,7 +1120,6 @@ def test_forged_cursors_never_yield_another_sessions_private_events(cluster3):
     assert not leaks, f"another session's private events returned for forged cursors: {leaks}"
 
 
-@pytest.mark.xfail(reason="known design gap: private history is keyed by nickname, so the next holder of a lapsed nickname can resume the previous holders whispers", strict=False)
 def test_new_holder_of_a_lapsed_nickname_does_not_get_the_previous_holders_whispers(node_factory):
     """bob gets a whisper and leaves; once the nickname claim lapses (~20 s) someone else
     logs in as "bob" — a different session — and resumes from `u@0-0`: the old whisper
