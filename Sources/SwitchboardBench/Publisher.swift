@@ -10,6 +10,8 @@ struct PublisherReport: Sendable {
     var firstFailure: String?
     var startedAt: UInt64 = 0
     var finishedAt: UInt64 = 0
+    /// Messages not sent because the server had not taken them by the deadline.
+    var unsent = 0
 }
 
 /// Publishes `rate` messages per second for `duration` seconds over keep-alive HTTP
@@ -29,7 +31,10 @@ final class Publisher: Sendable {
     private let target: Target
     private let url: BenchURL
     private let rate: Double
-    private let total: Int
+    private var total: Int {
+        get { state.value.total }
+        set { state.value.total = newValue }
+    }
     private let payloadBytes: Int
     private let pipelineDepth: Int
     private let state: NIOLoopBoundBox<State>
@@ -41,6 +46,8 @@ final class Publisher: Sendable {
         var inFlight: [Int]
         var task: RepeatedTask?
         var done: EventLoopPromise<PublisherReport>?
+        /// Messages to send in all (lowered at the deadline).
+        var total = 0
     }
 
     init(connections: [HTTPConnection], target: Target, url: BenchURL, rate: Double, duration: Double, payloadBytes: Int, pipelineDepth: Int) {
@@ -50,11 +57,11 @@ final class Publisher: Sendable {
         self.target = target
         self.url = url
         self.rate = rate
-        self.total = max(1, Int((rate * duration).rounded()))
         self.payloadBytes = payloadBytes
         self.pipelineDepth = pipelineDepth
         self.state = .makeBoxSendingValue(
-            State(inFlight: Array(repeating: 0, count: connections.count)), eventLoop: eventLoop)
+            State(inFlight: Array(repeating: 0, count: connections.count), total: max(1, Int((rate * duration).rounded()))),
+            eventLoop: eventLoop)
     }
 
     var eventLoop: any EventLoop { state.eventLoop }
@@ -77,6 +84,12 @@ final class Publisher: Sendable {
 
     private func tick(start: UInt64) {
         let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        // Open loop with a deadline: what the server could not take by the end of the
+        // duration is not sent (an overloaded server must not stretch the run forever).
+        if elapsed >= Double(total) / rate + 1, state.value.report.sent < total {
+            state.value.report.unsent = total - state.value.report.sent
+            total = state.value.report.sent
+        }
         let due = min(total, Int(elapsed * rate) + 1)
         var touched = Set<Int>()
         while state.value.report.sent < due {
