@@ -22,7 +22,10 @@ def load(directories: list[Path]) -> dict:
     for path in sorted(p for d in directories for p in d.glob("*.json")):
         m = NAME.match(path.stem)
         if m:
-            groups[(m.group(1), m.group(2), m.group(3))].append(json.loads(path.read_text()))
+            try:
+                groups[(m.group(1), m.group(2), m.group(3))].append(json.loads(path.read_text()))
+            except ValueError:
+                print(f"skipped {path} (not a complete result)", file=sys.stderr)
     return groups
 
 

@@ -294,11 +294,6 @@ public final class ChatService: Sendable {
         return events
     }
 
-    /// Open sessions on this node.
-    public var sessionCount: Int {
-        state.withLock { $0.sessions.count }
-    }
-
     /// Connection limits: per node and per client address. Counts the connection when it
     /// is admitted; `close` releases it.
     private func admit(remote: String?) -> EventError? {

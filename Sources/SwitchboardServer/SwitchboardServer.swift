@@ -3,9 +3,6 @@ import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOHTTP1
 import ServiceLifecycle
 import SocketIOHummingbird
@@ -69,7 +66,7 @@ public struct SwitchboardServer: Sendable {
             router: router,
             server: server(router: router),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
-            services: [ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint), MemoryTrimmer(chat: chat)],
+            services: [ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
@@ -158,38 +155,5 @@ struct ChatRunner: Service {
     let chat: ChatService
     func run() async throws {
         await cancelWhenGracefulShutdown { await chat.run() }
-    }
-}
-
-/// Gives freed heap memory back to the system after connection churn. glibc keeps what
-/// closed connections freed in its per-thread arenas (the event loops and the
-/// cooperative pool each allocate in their own), so RSS stays at its peak after a wave of
-/// connections is gone; `malloc_trim` returns those pages. Runs when the session count
-/// has dropped by `threshold` since the last trim, checked every `period`.
-struct MemoryTrimmer: Service {
-    let chat: ChatService
-    var period: Duration = .seconds(5)
-    var threshold = 500
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            // glibc's malloc_trim is not in the Glibc module map (malloc.h): look it up.
-            typealias Trim = @convention(c) (Int) -> Int32
-            #if canImport(Glibc)
-            let trim = dlsym(nil, "malloc_trim").map { unsafeBitCast($0, to: Trim.self) }
-            #else
-            let trim: Trim? = nil
-            #endif
-            var peak = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(for: period)
-                let now = chat.sessionCount
-                peak = max(peak, now)
-                if peak - now >= threshold {
-                    _ = trim?(0)
-                    peak = now
-                }
-            }
-        }
     }
 }
