@@ -46,6 +46,9 @@ public struct BenchConfiguration: Sendable {
     public var settleTimeout = 60.0
     /// Longest wait for outstanding deliveries after the last publish, in seconds.
     public var drainTimeout = 10.0
+    /// Seconds after the duration the publisher may still send messages an overloaded
+    /// server has not taken yet; what is left then is not sent.
+    public var publishGrace = 1.0
     /// Event loops (threads) of the bench.
     public var threads = 2
     /// Prints a live progress line on stderr.

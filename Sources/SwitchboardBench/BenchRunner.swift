@@ -192,7 +192,7 @@ public struct BenchRunner: Sendable {
             ? .raw(targets: (0..<c.rooms).map { c.rawTarget(url.target, room: $0) })
             : .switchboard(rooms: (0..<c.rooms).map { c.roomName($0) }, apiKey: c.apiKey ?? "")
         return Publisher(
-            connections: connections, target: target, url: url, rate: c.rate, duration: c.duration,
+            connections: connections, target: target, url: url, rate: c.rate, duration: c.duration, grace: c.publishGrace,
             payloadBytes: c.payloadBytes, pipelineDepth: c.pipelineDepth)
     }
 }

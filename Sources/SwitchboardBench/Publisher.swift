@@ -31,6 +31,8 @@ final class Publisher: Sendable {
     private let target: Target
     private let url: BenchURL
     private let rate: Double
+    /// Seconds after the start when sending stops.
+    private let deadline: Double
     private var total: Int {
         get { state.value.total }
         set { state.value.total = newValue }
@@ -50,13 +52,17 @@ final class Publisher: Sendable {
         var total = 0
     }
 
-    init(connections: [HTTPConnection], target: Target, url: BenchURL, rate: Double, duration: Double, payloadBytes: Int, pipelineDepth: Int) {
+    init(
+        connections: [HTTPConnection], target: Target, url: BenchURL, rate: Double, duration: Double, grace: Double = 1,
+        payloadBytes: Int, pipelineDepth: Int
+    ) {
         precondition(!connections.isEmpty)
         let eventLoop = connections[0].channel.eventLoop
         self.connections = connections
         self.target = target
         self.url = url
         self.rate = rate
+        self.deadline = duration + max(0, grace)
         self.payloadBytes = payloadBytes
         self.pipelineDepth = pipelineDepth
         self.state = .makeBoxSendingValue(
@@ -86,7 +92,7 @@ final class Publisher: Sendable {
         let elapsed = Double(monotonicNanoseconds() - start) / 1e9
         // Open loop with a deadline: what the server could not take by the end of the
         // duration is not sent (an overloaded server must not stretch the run forever).
-        if elapsed >= Double(total) / rate + 1, state.value.report.sent < total {
+        if elapsed >= deadline, state.value.report.sent < total {
             state.value.report.unsent = total - state.value.report.sent
             total = state.value.report.sent
         }

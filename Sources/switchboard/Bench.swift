@@ -67,6 +67,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: "Longest wait (s) for deliveries after the last publish.")
     var drainTimeout: Double = 15
 
+    @Option(name: .customLong("publish-grace"), help: "Seconds after --duration the publisher may still send what the server has not taken yet; the rest is not sent.")
+    var publishGrace: Double = 1
+
     @Option(help: "Bench event loop threads.")
     var threads: Int = 2
 
@@ -105,6 +108,7 @@ struct Bench: AsyncParsableCommand {
         c.connectConcurrency = max(1, connectConcurrency)
         c.settleTimeout = settleTimeout
         c.drainTimeout = drainTimeout
+        c.publishGrace = publishGrace
         c.threads = threads
         c.progress = !noProgress
         if let error = c.validationErrors().first { throw ValidationError(error) }

@@ -14,7 +14,7 @@ import switchboard_harness as h
 def test_bench_fan_out_loses_nothing(node_factory, transport: str) -> None:
     node = node_factory(node_id=f"bench-{transport}")
     result = h.run_bench(
-        [node.url], "--transport", transport, "--subscribers", "200", "--duration", "2", "--rate", "50",
+        [node.url], "--transport", transport, "--subscribers", "200", "--duration", "2", "--rate", "50", "--publish-grace", "60",
         "--room", h.unique_room("bench"), "--pids", str(node.proc.pid),
     )
     ledger = result["ledger"]
