@@ -1,3 +1,5 @@
+import SwitchboardCore
+
 /// Where a Redis server is and how to log in: `redis://[[user]:password@]host[:port][/db]`.
 ///
 /// The password (and user) may be percent-encoded. The port defaults to 6379 and the
@@ -51,14 +53,14 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             rest = rest[rest.index(after: at)...]
             if let colon = userinfo.firstIndex(of: ":") {
                 let user = userinfo[..<colon]
-                guard let decodedUser = Self.percentDecoded(user),
-                    let decodedPassword = Self.percentDecoded(userinfo[userinfo.index(after: colon)...])
+                guard let decodedUser = PercentDecoding.decode(user),
+                    let decodedPassword = PercentDecoding.decode(userinfo[userinfo.index(after: colon)...])
                 else { throw fail("bad percent-encoding in the credentials") }
                 username = user.isEmpty ? nil : decodedUser
                 password = decodedPassword
             } else {
                 // `redis://secret@host` is commonly meant as a password.
-                guard let decoded = Self.percentDecoded(userinfo) else { throw fail("bad percent-encoding in the credentials") }
+                guard let decoded = PercentDecoding.decode(userinfo) else { throw fail("bad percent-encoding in the credentials") }
                 password = decoded
             }
             if password?.isEmpty == true { password = nil }
@@ -115,28 +117,5 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             return string
         }
         return String(string[..<schemeEnd.upperBound]) + "***" + String(string[at...])
-    }
-
-    static func percentDecoded(_ text: Substring) -> String? {
-        var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                bytes.append(byte)
-                continue
-            }
-            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

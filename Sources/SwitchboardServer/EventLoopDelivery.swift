@@ -109,15 +109,28 @@ final class EventLoopDelivery: DeliveryLoop {
         return buffer
     }
 
-    private static let loops = NIOLockedValueBox<[ObjectIdentifier: EventLoopDelivery]>([:])
+    private static let loops = PerEventLoop(EventLoopDelivery.init)
 
     /// The one delivery object of `eventLoop`.
-    static func of(_ eventLoop: any EventLoop) -> EventLoopDelivery {
-        loops.withLockedValue { loops in
+    static func of(_ eventLoop: any EventLoop) -> EventLoopDelivery { loops.of(eventLoop) }
+}
+
+/// One object per event loop, created on first use (the loop-bound caches and queues
+/// that connections on the same loop share).
+struct PerEventLoop<Value: AnyObject & Sendable>: Sendable {
+    private let values = NIOLockedValueBox<[ObjectIdentifier: Value]>([:])
+    private let make: @Sendable (any EventLoop) -> Value
+
+    init(_ make: @escaping @Sendable (any EventLoop) -> Value) {
+        self.make = make
+    }
+
+    func of(_ eventLoop: any EventLoop) -> Value {
+        values.withLockedValue { values in
             let key = ObjectIdentifier(eventLoop)
-            if let existing = loops[key] { return existing }
-            let created = EventLoopDelivery(eventLoop: eventLoop)
-            loops[key] = created
+            if let existing = values[key] { return existing }
+            let created = make(eventLoop)
+            values[key] = created
             return created
         }
     }

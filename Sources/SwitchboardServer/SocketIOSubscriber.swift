@@ -109,16 +109,8 @@ final class SocketIOFrameCache: Sendable {
         return (cache.value.messages, cache.value.webSocketFrames)
     }
 
-    private static let caches = NIOLockedValueBox<[ObjectIdentifier: SocketIOFrameCache]>([:])
+    private static let caches = PerEventLoop(SocketIOFrameCache.init)
 
     /// The one cache of `eventLoop`.
-    static func of(_ eventLoop: any EventLoop) -> SocketIOFrameCache {
-        caches.withLockedValue { caches in
-            let key = ObjectIdentifier(eventLoop)
-            if let existing = caches[key] { return existing }
-            let created = SocketIOFrameCache(eventLoop: eventLoop)
-            caches[key] = created
-            return created
-        }
-    }
+    static func of(_ eventLoop: any EventLoop) -> SocketIOFrameCache { caches.of(eventLoop) }
 }
