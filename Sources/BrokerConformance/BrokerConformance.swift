@@ -24,6 +24,7 @@ public enum BrokerConformance {
         ("broadcastIsNotStored", broadcastIsNotStored),
         ("historyIsBoundedAndReportsGaps", historyIsBoundedAndReportsGaps),
         ("multiStreamPublishIsPerStream", multiStreamPublishIsPerStream),
+        ("multiStreamPublishHasOneId", multiStreamPublishHasOneId),
         ("envelopeSurvivesTheTrip", envelopeSurvivesTheTrip),
         ("presenceCountsDistinctNicknames", presenceCountsDistinctNicknames),
         ("nicknameClaims", nicknameClaims),
@@ -146,6 +147,27 @@ public enum BrokerConformance {
         try expect(streams == [.user(alice), .user(bob)], "both streams delivered")
         try expect(try await broker.history(of: .user(bob), after: nil, limit: 10).entries.map(\.id) == [ids[0]], "stored in bob's stream")
         try expect(try await broker.history(of: .user(alice), after: nil, limit: 10).entries.map(\.id) == [ids[1]], "and alice's")
+    }
+
+    /// A whisper is stored under the same id in both streams, even when one of them is
+    /// ahead (many messages in the current millisecond), and stays above each stream's
+    /// last id.
+    static func multiStreamPublishHasOneId(_ factory: Factory) async throws {
+        let (broker, _) = try await started(factory, historyLimit: 1000)
+        defer { Task { await broker.shutdown() } }
+        let whisper = Envelope(.privateMessage(id: nil, from: Sender(nickname: alice, avatar: ""), to: bob, text: "psst", ts: 2))
+        for round in 0..<20 {
+            var ahead: MessageID = .zero
+            for _ in 0..<(round % 5) * 10 { ahead = try await broker.publish(message("burst"), to: [.user(alice)])[0] }
+            let ids = try await broker.publish(whisper, to: [.user(bob), .user(alice)])
+            try expect(ids.count == 2 && ids[0] == ids[1], "one id in both streams, round \(round): \(ids)")
+            try expect(ids[1] > ahead, "above alice's last id \(ahead): \(ids)")
+            let both = try await broker.publish(whisper, to: [.user(alice), .user(bob)])
+            try expect(both[0] == both[1] && both[0] > ids[0], "the other order too, round \(round): \(both)")
+        }
+        let bobs = try await broker.history(of: .user(bob), after: nil, limit: 1000).entries.map(\.id)
+        let alices = Set(try await broker.history(of: .user(alice), after: nil, limit: 1000).entries.map(\.id))
+        try expect(bobs.count == 40 && bobs.allSatisfy(alices.contains), "bob's ids are in alice's stream")
     }
 
     static func envelopeSurvivesTheTrip(_ factory: Factory) async throws {

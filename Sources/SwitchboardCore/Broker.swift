@@ -88,7 +88,9 @@ public protocol Broker: Sendable {
     var isReady: Bool { get }
 
     /// Appends `envelope` to the history of every stream in `streams` and publishes it
-    /// to their subscribers, atomically. Returns each stream's new id, in order.
+    /// to their subscribers, atomically, under one id — greater than the last id of
+    /// each of the streams — so a whisper has the same id in the recipient's and the
+    /// sender's stream. Returns that id once per stream, in order.
     func publish(_ envelope: Envelope, to streams: [StreamKey]) async throws -> [MessageID]
     /// Publishes without storing (presence, joined/left): subscribers get `id == nil`.
     func broadcast(_ envelope: Envelope, to stream: StreamKey) async throws

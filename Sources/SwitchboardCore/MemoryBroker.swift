@@ -60,16 +60,15 @@ public final class MemoryBroker: Broker {
         let now = UInt64(max(0, clock()))
         let (ids, handler, live) = try state.withLock { state throws(BrokerError) in
             try checkRunning(state)
+            // One id for every stream: greater than each stream's last id.
+            var id = MessageID(milliseconds: now, sequence: 0)
+            for key in streams {
+                if let last = state.streams[key]?.last, last >= id { id = last.successor }
+            }
             var ids: [MessageID] = []
             var live: [StreamEntry] = []
             for key in streams {
                 var stream = state.streams[key] ?? Stream()
-                let id: MessageID
-                if let last = stream.last, last.milliseconds >= now {
-                    id = last.successor
-                } else {
-                    id = MessageID(milliseconds: now, sequence: 0)
-                }
                 let entry = StreamEntry(stream: key, id: id, envelope: envelope)
                 stream.entries.append(entry)
                 stream.last = id

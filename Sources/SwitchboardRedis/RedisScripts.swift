@@ -9,13 +9,27 @@ struct RedisScript: Sendable, Hashable {
     ]
 
     /// KEYS: history streams. ARGV: history limit, envelope, then the channel of each
-    /// stream. Appends the envelope to every stream (trimmed to exactly `limit`, recording
-    /// the newest trimmed id as the stream's max-deleted-entry-id so readers can detect
-    /// gaps) and publishes `<id>\n<envelope>` on its channel. Returns the ids.
+    /// stream. Appends the envelope to every stream under one id (the server's time, or
+    /// just above the newest id of any of the streams), trimmed to exactly `limit`
+    /// (recording the newest trimmed id as the stream's max-deleted-entry-id so readers
+    /// can detect gaps), and publishes `<id>\n<envelope>` on its channel. Returns the ids.
     static let publish = RedisScript(
         name: "publish",
         source: """
             local limit = tonumber(ARGV[1])
+            local now = redis.call('TIME')
+            local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+            local seq = 0
+            for _, key in ipairs(KEYS) do
+              local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+              if last then
+                local dash = string.find(last[1], '-', 1, true)
+                local lms = tonumber(string.sub(last[1], 1, dash - 1))
+                local lseq = tonumber(string.sub(last[1], dash + 1))
+                if lms > ms or (lms == ms and lseq >= seq) then ms = lms; seq = lseq + 1 end
+              end
+            end
+            local next = string.format('%d-%d', ms, seq)
             local ids = {}
             for i, key in ipairs(KEYS) do
               local trimmed = nil
@@ -24,7 +38,7 @@ struct RedisScript: Sendable, Hashable {
                 local old = redis.call('XRANGE', key, '-', '+', 'COUNT', length - limit + 1)
                 trimmed = old[#old][1]
               end
-              local id = redis.call('XADD', key, 'MAXLEN', limit, '*', 'e', ARGV[2])
+              local id = redis.call('XADD', key, 'MAXLEN', limit, next, 'e', ARGV[2])
               if trimmed then redis.call('XSETID', key, id, 'MAXDELETEDID', trimmed) end
               redis.call('PUBLISH', ARGV[2 + i], id .. '\\n' .. ARGV[2])
               ids[i] = id
