@@ -41,17 +41,15 @@ struct SocketIOTransport: Sendable {
         }
     }
 
-    /// The WebSocket route on the router that answers upgrade requests.
-    func registerUpgrade(on router: Router<SwitchboardRequestContext>) {
-        router.ws("/socket.io") { request, context in
-            // The UpgradeGate has answered bad requests already; this is the same check.
-            if let error = refusal(EndpointRequest(request)) { throw error }
-            _ = context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
-            return .upgrade([:])
-        } onUpgrade: { inbound, outbound, context in
-            await endpoint.serveWebSocket(
-                query: EngineIOEndpoint.query(context.request.uri.query), inbound: inbound, outbound: outbound,
-                channel: context.requestContext.channel)
+    /// Decides a `/socket.io/` WebSocket upgrade (the UpgradeGate has answered bad
+    /// requests already; this is the same check) and returns its handler.
+    func upgrade(_ request: Request, channel: any Channel) -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+        guard refusal(EndpointRequest(request)) == nil else { return .dontUpgrade }
+        _ = channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+        let query = EngineIOEndpoint.query(request.uri.query)
+        let endpoint = self.endpoint
+        return .upgrade([:]) { inbound, outbound, _ in
+            await endpoint.serveWebSocket(query: query, inbound: inbound, outbound: outbound, channel: channel)
         }
     }
 

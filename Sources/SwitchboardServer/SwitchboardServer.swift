@@ -50,12 +50,6 @@ public struct SwitchboardServer: Sendable {
 
     /// The router that answers WebSocket upgrade requests: `/ws` and `/socket.io/`
     /// (whose plain `GET`s are polling, on the HTTP router).
-    func makeUpgradeRouter() -> Router<SwitchboardRequestContext> {
-        let router = Router(context: SwitchboardRequestContext.self)
-        WebSocketTransport(chat: chat, configuration: configuration).register(on: router)
-        socketIO.registerUpgrade(on: router)
-        return router
-    }
 
     /// Builds the application: the HTTP server plus the chat service's background work.
     /// `onServerRunning` is called with the bound port once the server listens.
@@ -78,12 +72,10 @@ extension SwitchboardServer {
         let configuration = self.configuration
         let transport = WebSocketTransport(chat: chat, configuration: configuration)
         let socketIO = self.socketIO
-        let webSocketResponder = makeUpgradeRouter().buildResponder()
         return HTTPServerBuilder { responder in
             GatedWebSocketChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
                     responder: responder,
-                    webSocketResponder: webSocketResponder,
                     configuration: .init(
                         http1: .init(
                             additionalChannelHandlers: [InputClosedHandler()],
@@ -93,7 +85,15 @@ extension SwitchboardServer {
                                 maxHeaderFieldCount: 100)),
                         ws: .init(
                             maxFrameSize: configuration.maxMessageBytes,
-                            autoPing: .enabled(timePeriod: configuration.pingInterval)))),
+                            autoPing: .enabled(timePeriod: configuration.pingInterval)))
+                ) { head, channel, _ in
+                    let request = Request(head: head, body: .init(buffer: .init()))
+                    switch request.uri.path {
+                    case "/ws": return await transport.upgrade(request, channel: channel)
+                    case "/socket.io", "/socket.io/": return socketIO.upgrade(request, channel: channel)
+                    default: return .dontUpgrade
+                    }
+                },
                 check: { path, head, remote in
                     if path == "/socket.io" || path == "/socket.io/" {
                         return socketIO.refusal(SocketIOTransport.EndpointRequest(head))

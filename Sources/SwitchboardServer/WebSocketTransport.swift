@@ -60,30 +60,47 @@ struct WebSocketTransport {
         return .success(Opening(identity: identity, rooms: rooms, cursor: cursor))
     }
 
+    /// A plain `GET /ws` (no upgrade): 401 without a valid token, else 426
+    /// `{"error":"upgrade_required"}` with `Upgrade: websocket`.
     func register(on router: Router<SwitchboardRequestContext>) {
-        router.ws("/ws") { request, context in
-            // The UpgradeGate has answered bad requests already; this is the same check.
-            let result = await validate(
-                uri: request.uri.description, authorization: request.headers[.authorization],
-                origin: request.headers[.origin], host: request.head.authority)
-            if case .failure(let error) = result { throw error }
-            _ = context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
-            return .upgrade([:])
-        } onUpgrade: { inbound, _, wsContext in
-            try await serve(inbound: inbound, request: wsContext.request, context: wsContext.requestContext)
+        router.get("/ws") { request, _ -> Response in
+            var token = request.uri.queryParameters["token"].map(String.init)
+            if let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
+                token = String(authorization.dropFirst(7))
+            }
+            guard let token, chat.authenticate(token) != nil else { throw APIError.unauthorized }
+            var response = Response.json(Array(#"{"error":"upgrade_required"}"#.utf8), status: .upgradeRequired)
+            response.headers[.upgrade] = "websocket"
+            return response
         }
     }
 
-    private func serve(inbound: WebSocketInboundStream, request: Request, context: SwitchboardRequestContext) async throws {
+    /// Decides a `/ws` upgrade (the UpgradeGate has answered bad requests already; this is
+    /// the same check) and returns the handler of the upgraded connection. Built on
+    /// Hummingbird's closure upgrade rather than `router.ws`: the router's upgrade path
+    /// stores the request context inside its own handler slot, a reference cycle that kept
+    /// every WebSocket channel (buffers, pipeline) alive after it closed (about 5 KB each).
+    func upgrade(_ request: Request, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+        let result = await validate(
+            uri: request.uri.description, authorization: request.headers[.authorization],
+            origin: request.headers[.origin], host: request.head.authority)
+        guard case .success = result else { return .dontUpgrade }
+        _ = channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+        return .upgrade([:]) { inbound, _, context in
+            try await serve(inbound: inbound, request: request, channel: channel, logger: context.logger)
+        }
+    }
+
+    private func serve(inbound: WebSocketInboundStream, request: Request, channel: any Channel, logger: Logger) async throws {
         guard let token = request.token, let identity = chat.authenticate(token) else { return }
         let rooms = (try? request.rooms(limit: configuration.chat.maxRoomsPerConnection)) ?? []
         let cursor = (try? request.cursor()) ?? nil
         let connection = WebSocketConnection(
-            nickname: identity.nickname, channel: context.channel, maxQueuedFrames: configuration.maxQueuedFrames,
+            nickname: identity.nickname, channel: channel, maxQueuedFrames: configuration.maxQueuedFrames,
             metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
-            opened = try await chat.open(identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
+            opened = try await chat.open(identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor, remote: channel.remoteAddress?.ipAddress)
         } catch {
             let code: WebSocketErrorCode =
                 switch error.code {
@@ -100,7 +117,7 @@ struct WebSocketTransport {
             backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
                 + opened.backlog.map { hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope) },
             cursor: opened.cursor)
-        let logger = context.logger.with("session.id", "\(connection.connectionID)").with("nickname", "\(identity.nickname)")
+        let logger = logger.with("session.id", "\(connection.connectionID)").with("nickname", "\(identity.nickname)")
         logger.debug("websocket open")
         defer { logger.debug("websocket closed") }
         do {

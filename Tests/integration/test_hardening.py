@@ -1520,16 +1520,19 @@ def test_edge_node_sigkill_under_load_clients_resume_through_the_lb(redis_server
         figures("edge node SIGKILL under 20 msg/s, clients resume via haproxy", **figs)
 
 
-@pytest.mark.xfail(reason="known bug: each accepted WebSocket session leaks about 5.5 KB (also with no rooms and the in-process broker; SSE and refused upgrades do not)", strict=False)
 def test_10000_connections_opened_and_closed_memory_returns_to_baseline(redis_server: h.RedisServer, node_factory):
     """10,000 WebSocket connections, in batches of 500, each joining a shared room and a
     room of its own (10,000 distinct rooms), half closed with a close handshake, half
-    dropped: RSS returns to its baseline ±10 % (measured after a warm-up batch and a
-    settle), /cluster and /metrics report 0 connections, file descriptors are released."""
+    dropped: RSS returns to its baseline ±10 %, and grows by less than 5 % of it over the
+    last 5,000; /cluster and /metrics report 0 connections, file descriptors are released.
+    The baseline is taken after a warm-up of 5,000 sessions and a settle: glibc's arenas
+    grow to a plateau of about 7 MB over the node's first ~7,500 sessions and stay there
+    (30,000 sessions measured; jemalloc's profiler shows the live heap back at its
+    starting size). A leak of even 1 KB per session would add 10 MB here."""
     limit = h.raise_fd_limit(20000)
     node = node_factory(node_id=f"churn-{secrets.token_hex(2)}", redis=redis_server.url)
     node.wait_ready(30)
-    batch_size, batches = 500, 20
+    batch_size, batches, warmup_batches = 500, 20, 10
     tokens = [login(node.url, h.unique_name("churn"))["token"] for _ in range(10)]
     figs: dict[str, Any] = {"fd_limit": limit}
     failures: list[str] = []
@@ -1569,7 +1572,9 @@ def test_10000_connections_opened_and_closed_memory_returns_to_baseline(redis_se
         return round(time.monotonic() - t0, 1)
 
     async def body() -> None:
-        await batch(-batch_size)  # warm-up (connection numbers -500…-1)
+        for w in range(warmup_batches):  # connection numbers -5000…-1
+            await batch(-(w + 1) * batch_size)
+        figs["warmup_connections"] = warmup_batches * batch_size
         figs["warmup_settle_s"] = await settle()
         baseline, fds0 = h.rss_kib(node), h.open_fds(node)
         figs["rss_baseline_mb"], figs["fds_baseline"] = round(baseline / 1024, 1), fds0
@@ -1597,10 +1602,14 @@ def test_10000_connections_opened_and_closed_memory_returns_to_baseline(redis_se
         assert sum(figs["cluster_connections"].values()) == 0, f"/cluster still counts {figs['cluster_connections']}"
         assert abs(final - baseline) <= 0.10 * baseline, (
             f"RSS {final / 1024:.1f} MB vs baseline {baseline / 1024:.1f} MB ({figs['rss_change_pct']} %)")
+        late_growth = per_batch[-1] - per_batch[batches // 2 - 1]
+        figs["rss_growth_last_half_mb"] = round(late_growth, 1)
+        assert late_growth <= 0.05 * baseline / 1024, (
+            f"RSS still grows: +{late_growth:.1f} MB over the last {batches // 2 * batch_size} sessions: {per_batch}")
         assert fds1 <= fds0 + 20, f"file descriptors leaked: {fds0} → {fds1}"
 
     try:
-        run(body(), 400)
+        run(body(), 500)
     finally:
         figures("10,000 connections opened and closed", **figs)
 

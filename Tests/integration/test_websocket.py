@@ -49,6 +49,26 @@ def is_private(text: str | None = None):
 # ------------------------------------------------------------------------------------
 
 
+def test_plain_get_on_ws_without_upgrade(node):
+    """GET /ws without an Upgrade header: 426 `upgrade_required` (with `Upgrade:
+    websocket`) for a valid token, 401 without one; a WebSocket upgrade still works."""
+    token = login(node.url, h.unique_name("plain"))["token"]
+    with h.http_client() as client:
+        plain = client.get(node.url + "/ws", params={"token": token})
+        anonymous = client.get(node.url + "/ws")
+    assert plain.status_code == 426, plain.text
+    assert plain.json() == {"error": "upgrade_required"}
+    assert plain.headers.get("upgrade", "").lower() == "websocket"
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "unauthorized", anonymous.text
+
+    async def body() -> str:
+        ws, welcome = await WSClient.session(node.ws_url, token, [])
+        await ws.close()
+        return welcome["type"]
+
+    assert run(body(), 20) == "welcome"
+
+
 def test_welcome_is_the_first_event(node):
     nick = h.unique_name("wel")
     room = h.unique_room()
