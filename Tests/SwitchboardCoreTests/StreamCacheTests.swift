@@ -31,10 +31,11 @@ import Testing
         cache.prepare(lobby)
         cache.start(lobby, base: .zero)
         for n in 1...100 { cache.append(entry(UInt64(n))) }
-        // Trimmed to the capacity whenever twice the capacity is reached (at 99: 97…99).
-        let held = ids(cache.read(lobby, after: MessageID(milliseconds: 96, sequence: 0), limit: 100))
-        #expect(held == [97, 98, 99, 100])
-        #expect(cache.read(lobby, after: MessageID(milliseconds: 95, sequence: 0), limit: 100) == nil, "trimmed: Redis answers")
+        // Trimmed to the capacity whenever a quarter more (at least one) is reached: at
+        // 100 the cache holds 98…100 after base 97.
+        let held = ids(cache.read(lobby, after: MessageID(milliseconds: 97, sequence: 0), limit: 100))
+        #expect(held == [98, 99, 100])
+        #expect(cache.read(lobby, after: MessageID(milliseconds: 96, sequence: 0), limit: 100) == nil, "trimmed: Redis answers")
         #expect(ids(cache.read(lobby, after: MessageID(milliseconds: 99, sequence: 0), limit: 100)) == [100])
         #expect(cache.head(lobby) == MessageID(milliseconds: 100, sequence: 0))
     }
