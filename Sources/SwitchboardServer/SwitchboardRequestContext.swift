@@ -1,18 +1,16 @@
 import Hummingbird
-import HummingbirdWebSocket
 import NIOCore
 
-/// The request context of every route: Hummingbird's core storage, the WebSocket
-/// handler slot, and the NIO channel (the WebSocket transport writes below
-/// Hummingbird's handler, straight to the channel, grouped per event loop).
-struct SwitchboardRequestContext: RequestContext, WebSocketRequestContext {
+/// The request context of every HTTP route: Hummingbird's core storage and the NIO
+/// channel (the streaming transports write to it directly, grouped per event loop).
+/// Not a `WebSocketRequestContext`: WebSocket upgrades are decided without the router,
+/// whose handler slot would hold this context — and through it the channel — in a cycle.
+struct SwitchboardRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<Self>
     let channel: any Channel
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.webSocket = .init()
         self.channel = source.channel
     }
 }

@@ -48,9 +48,6 @@ public struct SwitchboardServer: Sendable {
         return router
     }
 
-    /// The router that answers WebSocket upgrade requests: `/ws` and `/socket.io/`
-    /// (whose plain `GET`s are polling, on the HTTP router).
-
     /// Builds the application: the HTTP server plus the chat service's background work.
     /// `onServerRunning` is called with the bound port once the server listens.
     public func makeApplication(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> some ApplicationProtocol {
@@ -68,6 +65,8 @@ public struct SwitchboardServer: Sendable {
 
 extension SwitchboardServer {
     /// HTTP/1 with WebSocket upgrade, with the `UpgradeGate` answering refused upgrades.
+    /// Upgrades of `/ws` and `/socket.io/` are decided by a closure, not a router (see
+    /// `WebSocketTransport.upgrade`); plain `GET`s of both paths go to the HTTP router.
     func server(router: Router<SwitchboardRequestContext>) -> HTTPServerBuilder {
         let configuration = self.configuration
         let transport = WebSocketTransport(chat: chat, configuration: configuration)
