@@ -29,6 +29,7 @@ public enum BrokerConformance {
         ("presenceCountsDistinctNicknames", presenceCountsDistinctNicknames),
         ("nicknameClaims", nicknameClaims),
         ("unsubscribeStopsDelivery", unsubscribeStopsDelivery),
+        ("concurrentPublishersDeliverInIdOrder", concurrentPublishersDeliverInIdOrder),
     ]
 
     // MARK: helpers
@@ -213,9 +214,11 @@ public enum BrokerConformance {
     static func nicknameClaims(_ factory: Factory) async throws {
         let (broker, _) = try await started(factory)
         defer { Task { await broker.shutdown() } }
-        try expect(try await broker.claimNickname(alice, session: "s1", ttlSeconds: 1), "free nickname is claimed")
+        // Claims that must hold last long: a loaded machine can take over a second between
+        // two of these calls.
+        try expect(try await broker.claimNickname(alice, session: "s1", ttlSeconds: 30), "free nickname is claimed")
         try expect(!(try await broker.claimNickname(alice, session: "s2", ttlSeconds: 30)), "held nickname is refused")
-        try expect(try await broker.claimNickname(alice, session: "s1", ttlSeconds: 1), "the holder refreshes")
+        try expect(try await broker.claimNickname(alice, session: "s1", ttlSeconds: 30), "the holder refreshes")
         try expect(try await broker.nicknameHolder(alice) == "s1", "holder is s1")
         try await broker.releaseNickname(alice, session: "s2")
         try expect(try await broker.nicknameHolder(alice) == "s1", "only the holder releases")
@@ -238,5 +241,67 @@ public enum BrokerConformance {
         _ = try await broker.publish(message("two"), to: [.room(lobby)])
         try await Task.sleep(for: .milliseconds(200))
         try expect(inbox.messages.count == 1, "no delivery after unsubscribe")
+    }
+
+    /// Many publishers at once, on several streams (whispers to two streams among them):
+    /// the handler sees every accepted id exactly once, each stream's ids increasing, and
+    /// is never called by two threads at once — the node hands events to its connections
+    /// in the order it gets them, and de-duplicates by id, so a reorder here would be a
+    /// silent loss there.
+    static func concurrentPublishersDeliverInIdOrder(_ factory: Factory) async throws {
+        let broker = try await factory(40000)
+        defer { Task { await broker.shutdown() } }
+        let seen = Mutex<[StreamKey: [MessageID]]>([:])
+        let inside = Atomic<Int>(0)
+        let overlaps = Atomic<Int>(0)
+        try await broker.start { event in
+            guard case .message(let stream, let id?, _) = event else { return }
+            if inside.add(1, ordering: .acquiringAndReleasing).newValue > 1 { overlaps.add(1, ordering: .relaxed) }
+            // A handler that takes a moment (a hub handing frames to loops) widens any race.
+            var spin = 0
+            for i in 0..<200 { spin &+= i }
+            seen.withLock { $0[stream, default: []].append(id) }
+            _ = spin
+            inside.subtract(1, ordering: .acquiringAndReleasing)
+        }
+        let streams: [StreamKey] = [.room(lobby), .room(other), .user(alice), .user(bob)]
+        for stream in streams { try await broker.subscribe(stream) }
+        let publishers = 8, perPublisher = 4000
+        let accepted = try await withThrowingTaskGroup(of: [(StreamKey, MessageID)].self) { group in
+            for publisher in 0..<publishers {
+                group.addTask {
+                    var acks: [(StreamKey, MessageID)] = []
+                    for n in 0..<perPublisher {
+                        let targets: [StreamKey] =
+                            switch (publisher + n) % 4 {
+                            case 0: [.room(lobby)]
+                            case 1: [.room(other)]
+                            case 2: [.user(bob), .user(alice)]
+                            default: [.room(lobby)]
+                            }
+                        let ids = try await broker.publish(message("p\(publisher)-\(n)"), to: targets)
+                        acks += zip(targets, ids).map { ($0, $1) }
+                    }
+                    return acks
+                }
+            }
+            var all: [(StreamKey, MessageID)] = []
+            for try await acks in group { all += acks }
+            return all
+        }
+        let expected = Dictionary(grouping: accepted, by: \.0).mapValues { Set($0.map(\.1)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while seen.withLock({ $0.values.reduce(0) { $0 + $1.count } }) < accepted.count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let delivered = seen.withLock { $0 }
+        for stream in streams {
+            let ids = delivered[stream] ?? []
+            let want = expected[stream] ?? []
+            let disorder = zip(ids, ids.dropFirst()).filter { $0.0 >= $0.1 }.count
+            try expect(disorder == 0, "\(stream): \(disorder) of \(ids.count) deliveries not after the one before")
+            try expect(Set(ids) == want && ids.count == want.count, "\(stream): delivered \(ids.count) (\(Set(ids).count) distinct), accepted \(want.count)")
+        }
+        try expect(overlaps.load(ordering: .relaxed) == 0, "the handler ran on two threads at once \(overlaps.load(ordering: .relaxed)) times")
     }
 }

@@ -1,5 +1,6 @@
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOPosix
@@ -60,15 +61,19 @@ struct SocketIOConformance {
         }
         let app = Application(
             responder: responder,
-            server: .http1WebSocketUpgrade(
-                configuration: .init(ws: .init(maxFrameSize: engine.maxPayload, autoPing: .disabled, closeTimeout: .seconds(2)))
-            ) { head, channel, _ in
-                guard let endpoint = endpoints.endpoint(for: head.path ?? "/") else { return .dontUpgrade }
-                let path = head.path ?? "/"
-                let query = EngineIOEndpoint.query(path.firstIndex(of: "?").map { String(path[path.index(after: $0)...]) })
-                return .upgrade([:]) { inbound, outbound, _ in
-                    await endpoint.serveWebSocket(query: query, inbound: inbound, outbound: outbound, channel: channel)
-                }
+            server: HTTPServerBuilder { responder in
+                HTTPConnectionChannel(
+                    HTTP1WebSocketUpgradeChannel(
+                        responder: responder,
+                        configuration: .init(ws: .init(maxFrameSize: engine.maxPayload, autoPing: .disabled, closeTimeout: .seconds(2)))
+                    ) { head, channel, _ in
+                        guard let endpoint = endpoints.endpoint(for: head.path ?? "/") else { return .dontUpgrade }
+                        let path = head.path ?? "/"
+                        let query = EngineIOEndpoint.query(path.firstIndex(of: "?").map { String(path[path.index(after: $0)...]) })
+                        return .upgrade([:]) { inbound, outbound, _ in
+                            await endpoint.serveWebSocket(query: query, inbound: inbound, outbound: outbound, channel: channel)
+                        }
+                    })
             },
             configuration: .init(address: .hostname(host, port: port), serverName: "socketio-conformance"),
             services: [SessionCloser(endpoints: [endpoints.echo, endpoints.socketIO])],

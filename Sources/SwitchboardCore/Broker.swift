@@ -79,7 +79,10 @@ public struct BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
 /// `RedisBroker` serves a cluster. Both pass `BrokerConformance`.
 public protocol Broker: Sendable {
     /// Starts delivering `BrokerEvent`s to `handler` (called from the broker's own
-    /// context; it must not block).
+    /// context; it must not block). The ordering rule every broker keeps: the handler is
+    /// never called by two threads at once, and the messages of one stream reach it in id
+    /// order, whatever the number of concurrent publishers (`BrokerConformance`'s
+    /// `concurrentPublishersDeliverInIdOrder`).
     func start(_ handler: @escaping @Sendable (BrokerEvent) -> Void) async throws
     /// Stops the broker; later calls fail with `unavailable`.
     func shutdown() async

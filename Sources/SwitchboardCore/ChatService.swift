@@ -16,14 +16,13 @@ public final class ChatService: Sendable {
     public var metrics: Metrics { hub.metrics }
     private let statelessLimiter: SessionRateLimiter
     private let state = Mutex(State())
+    private let subscriptions = StreamSubscriptions()
 
     struct State {
         /// Live local connections per nickname, with the session id holding the claim.
         var identities: [Nickname: (session: String, connections: Int)] = [:]
         /// The newest id this node saw per stream (to fill gaps after a reconnect).
         var seen: [StreamKey: MessageID] = [:]
-        /// Streams the node has asked the broker for.
-        var subscribed: Set<StreamKey> = []
         /// Between a broker loss and the end of the gap fill: live messages are held.
         var recovering = false
         var held: [(StreamKey, MessageID?, Envelope)] = []
@@ -533,7 +532,7 @@ public final class ChatService: Sendable {
         }
         let nickname = session.identity.nickname
         let change = hub.add(session.subscriber, to: .room(room))
-        if change.streamEdge { try await subscribe(.room(room)) }
+        try await subscribe(.room(room))
         if change.nicknameEdge {
             let entry = PresenceEntry(room: room, nickname: nickname, node: nodeID)
             try await broker.setPresence([entry], expiresAt: clock() + configuration.presenceTTLMilliseconds)
@@ -579,36 +578,47 @@ public final class ChatService: Sendable {
     }
 
     private func attach(_ subscriber: any Subscriber, to stream: StreamKey) async throws {
-        if hub.add(subscriber, to: stream).streamEdge { try await subscribe(stream) }
+        hub.add(subscriber, to: stream)
+        try await subscribe(stream)
     }
 
+    /// Returns once the broker delivers `stream` to this node — at once when it already
+    /// does; otherwise after the subscription (and any change of it asked before) is
+    /// done. Every member calls it, not only the first: a member that arrives while the
+    /// first one's subscription is on its way must not read history before it is active.
     private func subscribe(_ stream: StreamKey) async throws {
+        try await subscriptions.activate(stream) { try await self.subscribeNow(stream) }
+        // Everyone left while the subscription was being made.
+        if hub.memberCount(of: stream) == 0 { await unsubscribe(stream) }
+    }
+
+    private func subscribeNow(_ stream: StreamKey) async throws {
         cache.prepare(stream)
         do {
             try await broker.subscribe(stream)
-            state.withLock { _ = $0.subscribed.insert(stream) }
             let head = try await broker.head(of: stream) ?? .zero
             cache.start(stream, base: head)
-            // Nothing older than the head at subscription concerns this node's clients.
+            // Nothing older than the head at subscription concerns this node's clients:
+            // each one reads history up to at least this head after subscribing.
             state.withLock { state in
                 if (state.seen[stream] ?? .zero) < head { state.seen[stream] = head }
             }
         } catch {
+            // The broker keeps the wish and subscribes it when it is back; the stream stays
+            // inactive here, so the next member tries again.
             cache.drop(stream)
             throw error
         }
     }
 
+    /// Drops the node's subscription to `stream` unless a member came back meanwhile.
     private func unsubscribe(_ stream: StreamKey) async {
-        // A member may have joined again while we were getting here.
-        guard hub.memberCount(of: stream) == 0 else { return }
-        state.withLock { state in
-            state.subscribed.remove(stream)
-            state.seen[stream] = nil
+        let hub = self.hub
+        await subscriptions.deactivate(stream, isUnused: { hub.memberCount(of: stream) == 0 }) {
+            self.state.withLock { _ = $0.seen.removeValue(forKey: stream) }
+            self.cache.drop(stream)
+            try? await self.broker.unsubscribe(stream)
         }
-        cache.drop(stream)
-        try? await broker.unsubscribe(stream)
-        if hub.memberCount(of: stream) > 0 { try? await broker.subscribe(stream) }
     }
 
     // MARK: Claims

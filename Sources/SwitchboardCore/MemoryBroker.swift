@@ -25,6 +25,10 @@ public final class MemoryBroker: Broker {
         var presence: [RoomName: [PresenceEntry: Int64]] = [:]
         var claims: [Nickname: (session: String, expires: Int64)] = [:]
         var nodes: [String: NodeStatus] = [:]
+        /// Live events not yet handed to the handler, in the order their ids were given.
+        var outbox: [BrokerEvent] = []
+        /// Someone is handing the outbox to the handler.
+        var draining = false
     }
 
     let state = Mutex(State())
@@ -58,7 +62,7 @@ public final class MemoryBroker: Broker {
 
     public func publish(_ envelope: Envelope, to streams: [StreamKey]) async throws -> [MessageID] {
         let now = UInt64(max(0, clock()))
-        let (ids, handler, live) = try state.withLock { state throws(BrokerError) in
+        let (ids, drain) = try state.withLock { state throws(BrokerError) in
             try checkRunning(state)
             // One id for every stream: greater than each stream's last id.
             var id = MessageID(milliseconds: now, sequence: 0)
@@ -66,35 +70,67 @@ public final class MemoryBroker: Broker {
                 if let last = state.streams[key]?.last, last >= id { id = last.successor }
             }
             var ids: [MessageID] = []
-            var live: [StreamEntry] = []
             for key in streams {
-                var stream = state.streams[key] ?? Stream()
-                let entry = StreamEntry(stream: key, id: id, envelope: envelope)
-                stream.entries.append(entry)
+                // Moved out and back, so the append does not copy the whole history.
+                var stream = state.streams.removeValue(forKey: key) ?? Stream()
+                stream.entries.append(StreamEntry(stream: key, id: id, envelope: envelope))
                 stream.last = id
-                if stream.entries.count > historyLimit {
+                if stream.entries.count >= historyLimit + max(1, historyLimit / 4) {
+                    // Trimmed in one go once a quarter over (O(1) amortized per append).
                     let drop = stream.entries.count - historyLimit
                     stream.maxDeleted = stream.entries[drop - 1].id
                     stream.entries.removeFirst(drop)
                 }
                 state.streams[key] = stream
                 ids.append(id)
-                if state.subscribed.contains(key) { live.append(entry) }
+                if state.subscribed.contains(key) {
+                    state.outbox.append(.message(stream: key, id: id, envelope: envelope))
+                }
             }
-            return (ids, state.handler, live)
+            return (ids, Self.claimDrain(&state))
         }
-        for entry in live {
-            handler?(.message(stream: entry.stream, id: entry.id, envelope: entry.envelope))
-        }
+        if drain { drainOutbox() }
         return ids
     }
 
     public func broadcast(_ envelope: Envelope, to stream: StreamKey) async throws {
-        let handler = try state.withLock { state throws(BrokerError) in
+        let drain = try state.withLock { state throws(BrokerError) in
             try checkRunning(state)
-            return state.subscribed.contains(stream) ? state.handler : nil
+            guard state.subscribed.contains(stream) else { return false }
+            state.outbox.append(.message(stream: stream, id: nil, envelope: envelope))
+            return Self.claimDrain(&state)
         }
-        handler?(.message(stream: stream, id: nil, envelope: envelope))
+        if drain { drainOutbox() }
+    }
+
+    // Ordering: ids are given under the lock and the live event is queued under the same
+    // lock, so the outbox is in id order per stream. One caller at a time (whoever found
+    // nobody draining) hands the outbox to the handler, outside the lock: the handler sees
+    // each stream's events in id order and is never called concurrently, however many
+    // publishers race. Handing them over after the lock without this queue let two
+    // publishers overtake each other, and the node's de-duplication dropped the older id.
+
+    /// True when the caller must drain the outbox (nobody else is).
+    private static func claimDrain(_ state: inout State) -> Bool {
+        guard !state.draining, !state.outbox.isEmpty else { return false }
+        state.draining = true
+        return true
+    }
+
+    /// Hands queued events to the handler until the outbox stays empty.
+    private func drainOutbox() {
+        while true {
+            let (events, handler) = state.withLock { state -> ([BrokerEvent], (@Sendable (BrokerEvent) -> Void)?) in
+                guard !state.outbox.isEmpty else {
+                    state.draining = false
+                    return ([], nil)
+                }
+                defer { state.outbox = [] }
+                return (state.outbox, state.handler)
+            }
+            guard !events.isEmpty else { return }
+            for event in events { handler?(event) }
+        }
     }
 
     public func subscribe(_ stream: StreamKey) async throws {
@@ -119,14 +155,20 @@ public final class MemoryBroker: Broker {
         try state.withLock { state throws(BrokerError) in
             try checkRunning(state)
             guard let s = state.streams[stream] else { return HistoryPage(entries: [], gap: false) }
-            let start: Int
+            // The stream keeps up to a quarter more than the limit between trims; only the
+            // newest `historyLimit` count.
+            let oldest = max(0, s.entries.count - historyLimit)
+            let newestDropped = oldest > 0 ? s.entries[oldest - 1].id : s.maxDeleted
+            var start = oldest
             if let after {
-                start = s.entries.firstIndex { $0.id > after } ?? s.entries.count
-            } else {
-                start = 0
+                var high = s.entries.count
+                while start < high {
+                    let mid = (start + high) / 2
+                    if s.entries[mid].id > after { high = mid } else { start = mid + 1 }
+                }
             }
             let entries = Array(s.entries[start...].prefix(max(0, limit)))
-            let gap = after.map { after in s.maxDeleted.map { $0 > after } ?? false } ?? false
+            let gap = after.map { after in newestDropped.map { $0 > after } ?? false } ?? false
             return HistoryPage(entries: entries, gap: gap)
         }
     }

@@ -56,6 +56,10 @@ public final class Metrics: Sendable {
             "switchboard_errors_total", "counter", "Error events sent to clients, by code.",
             (counters["errors"] ?? [:]).sorted { $0.key < $1.key }.map { (label("code", $0.key), $0.value) })
         metric(
+            "switchboard_gate_drops_total", "counter",
+            "Live events a connection dropped as not newer than the last one it wrote on their stream (duplicates; never expected in normal operation).",
+            (counters["gate_drops"] ?? [:]).sorted { $0.key < $1.key }.map { (label("reason", $0.key), $0.value) })
+        metric(
             "switchboard_disconnects_total", "counter", "Connections ended by the server, by reason.",
             (counters["disconnects"] ?? [:]).sorted { $0.key < $1.key }.map { (label("reason", $0.key), $0.value) })
         metric(

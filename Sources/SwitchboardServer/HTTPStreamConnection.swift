@@ -56,6 +56,7 @@ final class HTTPStreamConnection: Subscriber {
         switch state.value.gate.admit(frame) {
         case .write: write(frame)
         case .hold, .drop: break
+        case .stale: metrics?.count("gate_drops", "not_newer")
         case .overflow:
             metrics?.count("disconnects", "slow_consumer")
             close(reason: "backlog too large; resume from your cursor")

@@ -22,7 +22,11 @@ struct OutboundGate {
         self.maxPending = maxPending
     }
 
-    enum Admission { case write, hold, drop, overflow }
+    /// `stale`: a live frame not newer than the last one written on its stream. Events
+    /// reach a connection in id order per stream (the broker's and the hub's rule), so
+    /// this is a duplicate; it is counted (`switchboard_gate_drops_total`), because if
+    /// order ever broke, this is where it would show.
+    enum Admission { case write, hold, drop, stale, overflow }
 
     /// What to do with a live frame.
     mutating func admit(_ frame: Frame) -> Admission {
@@ -32,7 +36,7 @@ struct OutboundGate {
             pending.append(frame)
             return .hold
         }
-        return advance(frame) ? .write : .drop
+        return advance(frame) ? .write : .stale
     }
 
     /// Records a frame written outside `admit` (backlog); false when it is a duplicate.

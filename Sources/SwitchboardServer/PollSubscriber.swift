@@ -21,6 +21,8 @@ final class PollSubscriber: Subscriber {
         /// Recent frames with a sequence number, oldest first.
         var recent: [(sequence: UInt64, frame: Frame)] = []
         var sequence: UInt64 = 0
+        /// The sequence number of the newest stored frame (one with an id).
+        var lastStored: UInt64 = 0
         var waiters: [UInt64: Waiter] = [:]
         var nextWaiter: UInt64 = 0
         var closed = false
@@ -39,6 +41,7 @@ final class PollSubscriber: Subscriber {
     func receive(_ frame: Frame) {
         guard frame.isVisible(to: nickname, connection: connectionID) else { return }
         state.value.sequence += 1
+        if frame.id != nil { state.value.lastStored = state.value.sequence }
         state.value.recent.append((state.value.sequence, frame))
         if state.value.recent.count > window { state.value.recent.removeFirst(state.value.recent.count - window) }
     }
@@ -55,6 +58,11 @@ final class PollSubscriber: Subscriber {
     /// Frames newer than `after` (on the loop).
     func frames(after sequence: UInt64) -> [Frame] {
         state.value.recent.filter { $0.sequence > sequence }.map(\.frame)
+    }
+
+    /// Whether a stored frame (one with an id) arrived after `sequence` (on the loop).
+    func storedSince(_ sequence: UInt64) -> Bool {
+        state.value.lastStored > sequence
     }
 
     /// A future completed at the next batch of frames (on the loop).

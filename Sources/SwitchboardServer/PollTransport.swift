@@ -61,7 +61,6 @@ struct PollTransport {
     private func poll(
         _ identity: Identity, rooms: [RoomName], cursor: Cursor?, wait: Int, subscriber: PollSubscriber, transport: String
     ) async throws -> (Cursor, [[UInt8]]) {
-        let hub = chat.hub
         let start = try await subscriber.eventLoop.submit { subscriber.sequence }.get()
         let caughtUp: (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor)
         do {
@@ -80,28 +79,41 @@ struct PollTransport {
         var events = caughtUp.resets.map(\.jsonBytes)
         for entry in caughtUp.backlog {
             position.advance(entry.stream, to: entry.id)
-            events.append(hub.encode(entry.envelope.event, format: .native, stream: entry.stream, id: entry.id, envelope: entry.envelope).bytes)
+            events.append(encoded(entry, reusing: []))
         }
         if !events.isEmpty || wait == 0 { return (position, events + (await presenceEvents(rooms, already: events))) }
 
-        // Nothing missed: wait for the parked subscriber to see something new.
+        // Nothing missed: wait for the parked subscriber to see something new. Its frames
+        // only wake the poll (and carry the events history does not keep: presence,
+        // joined/left); stored events are read again after the cursor, from the node's
+        // cache or history. Answering from the frames alone would advance the cursor past
+        // any id the subscriber did not see — a look that came late, after the window
+        // moved on, or a subscription that was not active yet — and lose it for good.
         let deadline = NIODeadline.now() + .seconds(Int64(wait))
         var seen = start
         let eventLoop = subscriber.eventLoop
         while true {
-            // Frames that arrived since the last look (including during the history read).
-            // Look and register for the next batch in one step on the loop, so nothing slips between.
+            // Look and register for the next batch in one step on the loop, so nothing
+            // slips between.
             let after = seen
-            let (frames, sequence, batch, closed) = try await eventLoop.submit {
-                (subscriber.frames(after: after), subscriber.sequence, subscriber.nextBatch(), subscriber.isClosed)
+            let look = try await eventLoop.submit {
+                (subscriber.frames(after: after), subscriber.sequence, subscriber.storedSince(after), subscriber.nextBatch(), subscriber.isClosed)
             }.get()
+            let (frames, sequence, stored, batch, closed) = look
             seen = sequence
-            for frame in frames {
-                if let stream = frame.stream, let id = frame.id {
-                    if let last = position[stream], last >= id { continue }
-                    position.advance(stream, to: id)
+            for frame in frames where frame.id == nil { events.append(frame.bytes) }
+            if stored {
+                let more: (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor)
+                do {
+                    more = try await chat.catchUp(identity, rooms: rooms, after: position, connection: nil)
+                } catch {
+                    throw APIError(.serviceUnavailable, ErrorCode.unavailable.rawValue, "the cluster backend is unavailable")
                 }
-                events.append(frame.bytes)
+                events += more.resets.map(\.jsonBytes)
+                for entry in more.backlog {
+                    position.advance(entry.stream, to: entry.id)
+                    events.append(encoded(entry, reusing: frames))
+                }
             }
             if !events.isEmpty || closed || NIODeadline.now() >= deadline { break }
             let timer = eventLoop.scheduleTask(deadline: deadline) { subscriber.wakeAll() }
@@ -109,6 +121,13 @@ struct PollTransport {
             timer.cancel()
         }
         return (position, events + (await presenceEvents(rooms, already: events)))
+    }
+
+    /// The native encoding of `entry`: the bytes of the live frame that carried it when
+    /// the subscriber has it (encoded once for every poller), else encoded here.
+    private func encoded(_ entry: StreamEntry, reusing frames: [Frame]) -> [UInt8] {
+        if let frame = frames.last(where: { $0.id == entry.id && $0.stream == entry.stream }) { return frame.bytes }
+        return chat.hub.encode(entry.envelope.event, format: .native, stream: entry.stream, id: entry.id, envelope: entry.envelope).bytes
     }
 
     /// Polls see the current online count of their rooms in every answer (a count that

@@ -46,6 +46,7 @@ final class SocketIOSubscriber: Subscriber {
         switch state.value.gate.admit(frame) {
         case .write: write(frame)
         case .hold, .drop: break
+        case .stale: metrics?.count("gate_drops", "not_newer")
         case .overflow:
             metrics?.count("disconnects", "slow_consumer")
             close(reason: .slowConsumer)

@@ -72,7 +72,7 @@ extension SwitchboardServer {
         let transport = WebSocketTransport(chat: chat, configuration: configuration)
         let socketIO = self.socketIO
         return HTTPServerBuilder { responder in
-            GatedWebSocketChannel(
+            HTTPConnectionChannel(GatedWebSocketChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
                     responder: responder,
                     configuration: .init(
@@ -103,7 +103,7 @@ extension SwitchboardServer {
                         origin: head.headers["Origin"].first, host: head.headers["Host"].first, remote: remote)
                     if case .failure(let error) = result { return error }
                     return nil
-                })
+                }))
         }
     }
 }

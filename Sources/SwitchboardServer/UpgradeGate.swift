@@ -22,13 +22,15 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
     typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead, _ remote: String?) async -> APIError?
 
     private let check: Check
+    private let logger: Logger
     private var pending: [NIOAny] = []
     private var state = State.idle
 
     enum State { case idle, checking, refused, done }
 
-    init(check: @escaping Check) {
+    init(check: @escaping Check, logger: Logger) {
         self.check = check
+        self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -98,6 +100,10 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
         }
         state = .refused
         pending = []
+        // A client's bad request, not a server error: said once, below warning.
+        logger.debug(
+            "websocket upgrade refused",
+            metadata: ["http.status": "\(error.status.code)", "error.code": "\(error.code)", "client": "\(context.channel.remoteAddress?.description ?? "?")"])
         var body = context.channel.allocator.buffer(capacity: 64)
         body.writeString(error.jsonBody)
         var headers = HTTPHeaders()
@@ -131,7 +137,7 @@ struct GatedWebSocketChannel: ServerChildChannel {
         let value = inner.setup(channel: channel, logger: logger)
         do {
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try channel.pipeline.syncOperations.addHandler(UpgradeGate(check: check), position: .after(decoder))
+            try channel.pipeline.syncOperations.addHandler(UpgradeGate(check: check, logger: logger), position: .after(decoder))
         } catch {
             logger.error("cannot install the upgrade gate", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
@@ -140,6 +146,46 @@ struct GatedWebSocketChannel: ServerChildChannel {
     }
 
     func handle(value: HTTP1WebSocketUpgradeChannel.Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
+        // A refused upgrade closes the channel before Hummingbird's upgrade result is
+        // known, which it reports as an error; the gate already logged the refusal.
+        var quiet = logger
+        quiet.handler = RefusedUpgradeLogFilter(wrapping: logger.handler)
+        await inner.handle(value: value, logger: quiet)
+    }
+}
+
+/// Passes every log record through, except Hummingbird's "Error handling upgrade result"
+/// for a channel closed by the `UpgradeGate` (a refused upgrade), which becomes debug.
+struct RefusedUpgradeLogFilter: LogHandler {
+    var wrapped: any LogHandler
+
+    init(wrapping handler: any LogHandler) {
+        self.wrapped = handler
+    }
+
+    var metadata: Logger.Metadata {
+        get { wrapped.metadata }
+        set { wrapped.metadata = newValue }
+    }
+
+    var logLevel: Logger.Level {
+        get { wrapped.logLevel }
+        set { wrapped.logLevel = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { wrapped[metadataKey: key] }
+        set { wrapped[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var event = event
+        if event.level == .error, event.message.description == "Error handling upgrade result",
+            case .string(let type)? = event.metadata?["error.type"], type == "\(ChannelError.inappropriateOperationForState)"
+        {
+            guard wrapped.logLevel <= .debug else { return }
+            event.level = .debug
+        }
+        wrapped.log(event: event)
     }
 }

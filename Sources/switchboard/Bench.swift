@@ -52,7 +52,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("publish-url"), help: "Raw mode: HTTP URL to POST messages to. Else: the node to publish through (default: the first --url).")
     var publishURL: String?
 
-    @Option(name: .customLong("publish-connections"), help: "Keep-alive connections of the publisher.")
+    @Option(
+        name: [.customLong("publishers"), .customLong("publish-connections")],
+        help: "Concurrent publishers: keep-alive connections, each with its own requests in flight (the server handles them on different event loops).")
     var publishConnections: Int = 1
 
     @Option(name: .customLong("pipeline"), help: "Requests in flight per publisher or login connection.")
