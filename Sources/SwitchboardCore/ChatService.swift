@@ -225,17 +225,22 @@ public final class ChatService: Sendable {
     /// Opens a session: claims (or keeps) the nickname, subscribes to the user stream
     /// and `rooms`, then reads history after `cursor` — subscribe first, then read, so
     /// nothing falls in between; the connection de-duplicates by id.
+    ///
+    /// `claimed`: the caller has just claimed the nickname for this session (a WebSocket
+    /// upgrade is validated, claim included, before it is accepted): not claimed again.
     public func open(
         _ identity: Identity, subscriber: any Subscriber, transport: String, rooms: [RoomName], cursor: Cursor?,
-        remote: String? = nil
+        remote: String? = nil, claimed: Bool = false
     ) async throws(EventError) -> Opened {
         guard rooms.count <= configuration.maxRoomsPerConnection else {
             throw EventError(.tooManyRooms, "at most \(configuration.maxRoomsPerConnection) rooms per connection")
         }
         if let refusal = admit(remote: remote) { throw refusal }
         do {
-            guard try await broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.nicknameClaimSeconds)
-            else { throw EventError(.nicknameTaken, "the nickname \(identity.nickname) is held by another session") }
+            let held = claimed
+                ? true
+                : try await broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.nicknameClaimSeconds)
+            guard held else { throw EventError(.nicknameTaken, "the nickname \(identity.nickname) is held by another session") }
         } catch let error as EventError {
             throw error
         } catch {

@@ -93,16 +93,21 @@ extension SwitchboardServer {
                     default: return .dontUpgrade
                     }
                 },
-                check: { path, head, remote in
+                check: { path, head, channel in
                     if path == "/socket.io" || path == "/socket.io/" {
                         return socketIO.refusal(SocketIOTransport.EndpointRequest(head))
                     }
                     guard path == "/ws" else { return nil }
                     let result = await transport.validate(
                         uri: head.uri, authorization: head.headers["Authorization"].first,
-                        origin: head.headers["Origin"].first, host: head.headers["Host"].first, remote: remote)
-                    if case .failure(let error) = result { return error }
-                    return nil
+                        origin: head.headers["Origin"].first, host: head.headers["Host"].first,
+                        remote: channel.remoteAddress?.ipAddress)
+                    switch result {
+                    case .failure(let error): return error
+                    case .success(let opening):
+                        WebSocketTransport.openings.store(opening, for: channel)
+                        return nil
+                    }
                 }))
         }
     }

@@ -19,7 +19,7 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     /// Returns the error to answer with, or nil to let the upgrade proceed.
-    typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead, _ remote: String?) async -> APIError?
+    typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead, _ channel: any Channel) async -> APIError?
 
     private let check: Check
     private let logger: Logger
@@ -53,8 +53,8 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
             let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
             let promise = context.eventLoop.makePromise(of: APIError?.self)
             let check = self.check
-            let remote = context.channel.remoteAddress?.ipAddress
-            promise.completeWithTask { await check(path, head, remote) }
+            let channel = context.channel
+            promise.completeWithTask { await check(path, head, channel) }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             promise.futureResult.whenSuccess { error in
                 let (gate, context) = loopBound.value

@@ -14,7 +14,7 @@ struct WebSocketTransport {
     let configuration: ServerConfiguration
 
     /// What a valid `/ws` request asks for.
-    struct Opening {
+    struct Opening: Sendable {
         let identity: Identity
         let rooms: [RoomName]
         let cursor: Cursor?
@@ -75,32 +75,43 @@ struct WebSocketTransport {
         }
     }
 
-    /// Decides a `/ws` upgrade (the UpgradeGate has answered bad requests already; this is
-    /// the same check) and returns the handler of the upgraded connection. Built on
-    /// Hummingbird's closure upgrade rather than `router.ws`: the router's upgrade path
-    /// stores the request context inside its own handler slot, a reference cycle that kept
-    /// every WebSocket channel (buffers, pipeline) alive after it closed (about 5 KB each).
+    /// Decides a `/ws` upgrade and returns the handler of the upgraded connection. The
+    /// `UpgradeGate` has validated the request (token, origin, rooms, cursor, nickname
+    /// claim) and left the result in `openings`: it is taken over, not checked again —
+    /// one HMAC check and one claim per socket. Built on Hummingbird's closure upgrade
+    /// rather than `router.ws`: the router's upgrade path stores the request context
+    /// inside its own handler slot, a reference cycle that kept every WebSocket channel
+    /// (buffers, pipeline) alive after it closed (about 5 KB each).
     func upgrade(_ request: Request, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        let result = await validate(
-            uri: request.uri.description, authorization: request.headers[.authorization],
-            origin: request.headers[.origin], host: request.head.authority)
-        guard case .success = result else { return .dontUpgrade }
+        let opening: Opening
+        if let validated = Self.openings.take(for: channel) {
+            opening = validated
+        } else {
+            guard case .success(let checked) = await validate(
+                uri: request.uri.description, authorization: request.headers[.authorization],
+                origin: request.headers[.origin], host: request.head.authority)
+            else { return .dontUpgrade }
+            opening = checked
+        }
         _ = channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
         return .upgrade([:]) { inbound, _, context in
-            try await serve(inbound: inbound, request: request, channel: channel, logger: context.logger)
+            try await serve(inbound: inbound, opening: opening, channel: channel, logger: context.logger)
         }
     }
 
-    private func serve(inbound: WebSocketInboundStream, request: Request, channel: any Channel, logger: Logger) async throws {
-        guard let token = request.token, let identity = chat.authenticate(token) else { return }
-        let rooms = (try? request.rooms(limit: configuration.chat.maxRoomsPerConnection)) ?? []
-        let cursor = (try? request.cursor()) ?? nil
+    /// Openings validated by the gate, waiting for their upgrade (by channel).
+    static let openings = OpeningHandOver()
+
+    private func serve(inbound: WebSocketInboundStream, opening: Opening, channel: any Channel, logger: Logger) async throws {
+        let (identity, rooms, cursor) = (opening.identity, opening.rooms, opening.cursor)
         let connection = WebSocketConnection(
             nickname: identity.nickname, channel: channel, maxQueuedFrames: configuration.maxQueuedFrames,
             metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
-            opened = try await chat.open(identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor, remote: channel.remoteAddress?.ipAddress)
+            opened = try await chat.open(
+                identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor,
+                remote: channel.remoteAddress?.ipAddress, claimed: true)
         } catch {
             let code: WebSocketErrorCode =
                 switch error.code {
@@ -155,5 +166,21 @@ extension Logger {
         var copy = self
         copy[metadataKey: key] = .string(value)
         return copy
+    }
+}
+
+/// Hands a validated `Opening` from the `UpgradeGate` to the upgrade of the same channel.
+/// An entry left behind (the client went away before the upgrade) goes with its channel.
+final class OpeningHandOver: Sendable {
+    private let openings = Mutex<[ObjectIdentifier: WebSocketTransport.Opening]>([:])
+
+    func store(_ opening: WebSocketTransport.Opening, for channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        openings.withLock { $0[key] = opening }
+        channel.closeFuture.whenComplete { [self] _ in _ = openings.withLock { $0.removeValue(forKey: key) } }
+    }
+
+    func take(for channel: any Channel) -> WebSocketTransport.Opening? {
+        openings.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 }
