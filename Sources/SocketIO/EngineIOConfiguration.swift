@@ -25,6 +25,11 @@ public struct EngineIOConfiguration: Sendable, Equatable {
     public var closeTimeout: Duration
     /// The transports clients may use.
     public var transports: Set<EngineIOTransport>
+    /// The most packets one polling response carries; the rest waits for the next poll.
+    /// 16 by default: python-engineio's client (python-socketio) refuses a payload of
+    /// more than 16 packets and drops the session, so a busy room would disconnect every
+    /// Python client on polling. The JavaScript client has no such bound.
+    public var maxPacketsPerPoll: Int = 16
 
     /// The defaults of the reference server: 25 s / 20 s heartbeat, 1 MB payloads.
     public init(

@@ -10,16 +10,16 @@ public enum EngineIOPayload {
     }
 
     /// Encodes as many leading packets of `packets` as fit in `maxPayload` UTF-8 bytes,
-    /// always at least one. Returns the body and how many packets it holds; the caller
-    /// keeps the rest for the next poll.
-    public static func encode(_ packets: [EngineIOPacket], maxPayload: Int) -> (body: String, count: Int) {
+    /// at most `maxPackets`, always at least one. Returns the body and how many packets
+    /// it holds; the caller keeps the rest for the next poll.
+    public static func encode(_ packets: [EngineIOPacket], maxPayload: Int, maxPackets: Int = .max) -> (body: String, count: Int) {
         var body = ""
         var size = 0
         var count = 0
         for packet in packets {
             let text = packet.text
             let added = text.utf8.count + (count == 0 ? 0 : 1)
-            if count > 0, size + added > maxPayload { break }
+            if count > 0, size + added > maxPayload || count >= maxPackets { break }
             if count > 0 { body.append(separator) }
             body += text
             size += added

@@ -168,10 +168,11 @@ public struct EngineIOSession: Sendable {
     }
 
     /// Answers the pending (or current) poll with as much of the outbox as `maxPayload`
-    /// allows; a session whose `close` packet went out ends.
+    /// and `maxPacketsPerPoll` allow; a session whose `close` packet went out ends.
     mutating func answerPoll() -> [EngineIOAction] {
         pollPending = false
-        let (body, count) = EngineIOPayload.encode(outbox, maxPayload: configuration.maxPayload)
+        let (body, count) = EngineIOPayload.encode(
+            outbox, maxPayload: configuration.maxPayload, maxPackets: configuration.maxPacketsPerPoll)
         let sentClose = outbox.prefix(count).contains(.close)
         outbox.removeFirst(count)
         var actions: [EngineIOAction] = [.answerPoll(sid: sid, body: body)]

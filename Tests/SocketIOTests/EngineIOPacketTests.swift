@@ -133,6 +133,14 @@ struct EngineIOPayloadTests {
         #expect(EngineIOPayload.encode(packets, maxPayload: 1) == ("4aaaa", 1))
         #expect(EngineIOPayload.encode([], maxPayload: 10) == ("", 0))
     }
+
+    @Test func boundedByPacketCount() throws {
+        let packets = (0..<40).map { EngineIOPacket.message(.text("m\($0)")) }
+        let (body, count) = EngineIOPayload.encode(packets, maxPayload: 1_000_000, maxPackets: 16)
+        #expect(count == 16)
+        #expect(try EngineIOPayload.decode(body).count == 16)
+        #expect(EngineIOPayload.encode(packets, maxPayload: 1_000_000, maxPackets: 1).count == 1)
+    }
 }
 
 @Suite("Base64")
