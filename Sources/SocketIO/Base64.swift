@@ -3,7 +3,7 @@
 /// Decoding is strict about the alphabet and accepts input with or without `=` padding,
 /// like the reference implementation; anything else (whitespace, URL-safe characters,
 /// a lone trailing character, data after padding) is rejected.
-enum Base64 {
+public enum Base64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     private static let reverse: [UInt8] = {
@@ -13,7 +13,7 @@ enum Base64 {
     }()
 
     /// Encodes `bytes` with padding.
-    static func encode(_ bytes: some Collection<UInt8>) -> String {
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
         var output: [UInt8] = []
         output.reserveCapacity((bytes.count + 2) / 3 * 4)
         var iterator = bytes.makeIterator()

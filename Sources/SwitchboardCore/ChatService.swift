@@ -17,6 +17,8 @@ public final class ChatService: Sendable {
     private let statelessLimiter: SessionRateLimiter
     private let state = Mutex(State())
     private let subscriptions = StreamSubscriptions()
+    /// Broker generations whose gap is to be filled, consumed by `run` (the gap fill's owner).
+    private let gapFills = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     struct State {
         /// Live local connections per nickname, with the session id holding the claim.
@@ -29,7 +31,7 @@ public final class ChatService: Sendable {
         /// Counts broker losses, so a stale gap fill does not release held messages.
         var generation = 0
         /// Open sessions per transport name.
-        var transports: [String: Int] = [:]
+        var transports: [Transport: Int] = [:]
         /// Every open session of this node.
         var sessions: [ConnectionID: Session] = [:]
         /// Open sessions per client address (admitted in `admit`).
@@ -66,6 +68,9 @@ public final class ChatService: Sendable {
             group.addTask { await self.presence.run() }
             group.addTask { await self.refreshClaims() }
             group.addTask { await self.heartbeats() }
+            group.addTask {
+                for await generation in self.gapFills.stream { await self.fillGaps(generation: generation) }
+            }
         }
     }
 
@@ -94,7 +99,7 @@ public final class ChatService: Sendable {
             metrics.brokerReconnects.add(1, ordering: .relaxed)
             logger.info("broker reconnected; filling the gap from history")
             let generation = state.withLock { $0.generation }
-            Task { await self.fillGaps(generation: generation) }
+            gapFills.continuation.yield(generation)
         }
     }
 
@@ -166,7 +171,7 @@ public final class ChatService: Sendable {
         while ContinuousClock.now < deadline, !state.withLock({ $0.transports.isEmpty }) {
             try? await Task.sleep(for: .milliseconds(50))
             // Parked sessions (polling clients) have no socket to close: end them here.
-            let parked = state.withLock { $0.sessions.values.filter { $0.transport.hasSuffix("poll") || $0.transport == "jsonp" } }
+            let parked = state.withLock { $0.sessions.values.filter { $0.transport.isPolling } }
             for session in parked { await close(session) }
         }
         // Whatever is left: leave its rooms now so presence is right on the other nodes.
@@ -229,7 +234,7 @@ public final class ChatService: Sendable {
     /// `claimed`: the caller has just claimed the nickname for this session (a WebSocket
     /// upgrade is validated, claim included, before it is accepted): not claimed again.
     public func open(
-        _ identity: Identity, subscriber: any Subscriber, transport: String, rooms: [RoomName], cursor: Cursor?,
+        _ identity: Identity, subscriber: any Subscriber, transport: Transport, rooms: [RoomName], cursor: Cursor?,
         remote: String? = nil, claimed: Bool = false
     ) async throws(EventError) -> Opened {
         guard rooms.count <= configuration.maxRoomsPerConnection else {
@@ -274,7 +279,7 @@ public final class ChatService: Sendable {
                 }
             }
             let welcome = ServerEvent.welcome(
-                nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport,
+                nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport.rawValue,
                 cursor: welcomeCursor.description)
             return Opened(session: session, welcome: welcome, resets: resets, backlog: backlog, cursor: welcomeCursor)
         } catch {
@@ -651,7 +656,9 @@ public final class ChatService: Sendable {
     public var localNicknames: Int { state.withLock { $0.identities.count } }
 
     /// Open sessions on this node per transport.
-    public var connectionsByTransport: [String: Int] { state.withLock { $0.transports } }
+    public var connectionsByTransport: [String: Int] {
+        state.withLock { Dictionary(uniqueKeysWithValues: $0.transports.map { ($0.key.rawValue, $0.value) }) }
+    }
 
     /// This node as `/cluster` shows it.
     public var localStatus: NodeStatus {

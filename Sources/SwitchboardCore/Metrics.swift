@@ -34,7 +34,7 @@ public final class Metrics: Sendable {
             let escaped = value.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
             return "{\(key)=\"\(escaped)\"}"
         }
-        let transports = ["websocket", "sse", "iframe", "long-poll", "short-poll", "jsonp", "socketio"]
+        let transports = Transport.allCases.map(\.rawValue)
         var all = Set(transports)
         all.formUnion(connections.keys)
         metric(
@@ -62,9 +62,6 @@ public final class Metrics: Sendable {
         metric(
             "switchboard_disconnects_total", "counter", "Connections ended by the server, by reason.",
             (counters["disconnects"] ?? [:]).sorted { $0.key < $1.key }.map { (label("reason", $0.key), $0.value) })
-        metric(
-            "switchboard_drops_total", "counter", "Frames dropped for a connection, by reason.",
-            (counters["drops"] ?? [:]).sorted { $0.key < $1.key }.map { (label("reason", $0.key), $0.value) })
         metric("switchboard_node_info", "gauge", "This node.", [(label("node", node), 1)])
         return out
     }

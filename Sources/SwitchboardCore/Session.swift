@@ -5,7 +5,7 @@ import Synchronization
 public final class Session: Sendable {
     public let identity: Identity
     public let subscriber: any Subscriber
-    public let transport: String
+    public let transport: Transport
     /// The client's address (connection limits).
     public let remote: String?
     private let state: Mutex<State>
@@ -17,7 +17,7 @@ public final class Session: Sendable {
         var closed = false
     }
 
-    init(identity: Identity, subscriber: any Subscriber, transport: String, burst: Double, remote: String? = nil) {
+    init(identity: Identity, subscriber: any Subscriber, transport: Transport, burst: Double, remote: String? = nil) {
         self.identity = identity
         self.remote = remote
         self.subscriber = subscriber

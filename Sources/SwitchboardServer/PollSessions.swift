@@ -31,7 +31,7 @@ final class PollSessions: Service {
 
     /// The parked subscriber for this client, opened on first use; marks a poll active.
     func acquire(
-        _ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: String, remote: String?
+        _ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: Transport, remote: String?
     ) async throws(EventError) -> PollSubscriber {
         let key = Self.key(identity, rooms: rooms)
         if let existing = entries.withLock({ entries -> Entry? in

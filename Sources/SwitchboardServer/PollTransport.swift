@@ -20,7 +20,7 @@ struct PollTransport {
             let rooms = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
             let cursor = try request.cursor()
             let wait = try request.wait()
-            let transport = callback != nil ? "jsonp" : (wait == 0 ? "short-poll" : "long-poll")
+            let transport: Transport = callback != nil ? .jsonp : (wait == 0 ? .shortPoll : .longPoll)
             let subscriber: PollSubscriber
             do {
                 subscriber = try await sessions.acquire(identity, rooms: rooms, eventLoop: context.channel.eventLoop, transport: transport,
@@ -59,7 +59,7 @@ struct PollTransport {
     }
 
     private func poll(
-        _ identity: Identity, rooms: [RoomName], cursor: Cursor?, wait: Int, subscriber: PollSubscriber, transport: String
+        _ identity: Identity, rooms: [RoomName], cursor: Cursor?, wait: Int, subscriber: PollSubscriber, transport: Transport
     ) async throws -> (Cursor, [[UInt8]]) {
         let start = try await subscriber.eventLoop.submit { subscriber.sequence }.get()
         let caughtUp: (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor)
@@ -72,7 +72,7 @@ struct PollTransport {
         guard cursor != nil else {
             // First poll: the welcome, with the cursor to poll from.
             let welcome = ServerEvent.welcome(
-                nickname: identity.nickname, avatar: identity.avatar, node: chat.nodeID, transport: transport,
+                nickname: identity.nickname, avatar: identity.avatar, node: chat.nodeID, transport: transport.rawValue,
                 cursor: position.description)
             return (position, [welcome.jsonBytes] + (await chat.presenceSnapshot(rooms)).map(\.jsonBytes))
         }

@@ -143,7 +143,7 @@ final class SocketIOChatWorker: Sendable {
         let opened: ChatService.Opened
         do {
             opened = try await chat.open(
-                identity, subscriber: subscriber, transport: "socket.io", rooms: [Self.lobby], cursor: nil,
+                identity, subscriber: subscriber, transport: .socketIO, rooms: [Self.lobby], cursor: nil,
                 remote: socket.client.session.remoteAddress)
         } catch {
             socket.reject(SocketIOChatReply.connectError(error))
@@ -156,7 +156,7 @@ final class SocketIOChatWorker: Sendable {
         state.members[socket.namespace] = Member(session: opened.session, subscriber: subscriber)
         var welcome: [String: SocketIOValue] = [
             "type": "welcome", "nickname": .string(identity.nickname.value), "avatar": .string(identity.avatar),
-            "node": .string(chat.nodeID), "transport": "socket.io",
+            "node": .string(chat.nodeID), "transport": .string(Transport.socketIO.rawValue),
         ]
         if let token { welcome["token"] = .string(token) }
         socket.emit("welcome", [.object(welcome)])

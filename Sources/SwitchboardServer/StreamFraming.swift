@@ -18,10 +18,10 @@ enum StreamFraming: Sendable {
         }
     }
 
-    var transportName: String {
+    var transport: Transport {
         switch self {
-        case .sse: "sse"
-        case .iframe: "iframe"
+        case .sse: .sse
+        case .iframe: .iframe
         }
     }
 

@@ -38,7 +38,7 @@ struct StreamTransport {
             metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
-            opened = try await chat.open(identity, subscriber: connection, transport: framing.transportName, rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
+            opened = try await chat.open(identity, subscriber: connection, transport: framing.transport, rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
         } catch {
             throw APIError(error)
         }

@@ -71,6 +71,7 @@ extension SwitchboardServer {
         let configuration = self.configuration
         let transport = WebSocketTransport(chat: chat, configuration: configuration)
         let socketIO = self.socketIO
+        let (chat, logger) = (self.chat, self.logger)
         return HTTPServerBuilder { responder in
             HTTPConnectionChannel(GatedWebSocketChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
@@ -88,27 +89,28 @@ extension SwitchboardServer {
                 ) { head, channel, _ in
                     let request = Request(head: head, body: .init(buffer: .init()))
                     switch request.uri.path {
-                    case "/ws": return await transport.upgrade(request, channel: channel)
                     case "/socket.io", "/socket.io/": return socketIO.upgrade(request, channel: channel)
                     default: return .dontUpgrade
                     }
                 },
                 check: { path, head, channel in
                     if path == "/socket.io" || path == "/socket.io/" {
-                        return socketIO.refusal(SocketIOTransport.EndpointRequest(head))
+                        return socketIO.refusal(SocketIOTransport.EndpointRequest(head)).map { .refuse($0) } ?? .proceed
                     }
-                    guard path == "/ws" else { return nil }
+                    guard path == "/ws" else { return .proceed }
                     let result = await transport.validate(
                         uri: head.uri, authorization: head.headers["Authorization"].first,
                         origin: head.headers["Origin"].first, host: head.headers["Host"].first,
                         remote: channel.remoteAddress?.ipAddress)
                     switch result {
-                    case .failure(let error): return error
-                    case .success(let opening):
-                        WebSocketTransport.openings.store(opening, for: channel)
-                        return nil
+                    case .failure(let error): return .refuse(error)
+                    case .success(let opening): return .native(opening)
                     }
-                }))
+                },
+                makeNative: { opening in
+                    NativeWebSocketHandler(opening: opening, chat: chat, configuration: configuration, logger: logger)
+                },
+                maxFrameSize: configuration.maxMessageBytes))
         }
     }
 }

@@ -6,6 +6,9 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
+import SocketIO
+import Crypto
 
 /// Refuses bad WebSocket upgrades with a real HTTP answer. Hummingbird answers every
 /// refused upgrade with an empty 400; PROTOCOL.md wants `401 {"error":"unauthorized"}`,
@@ -18,18 +21,34 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    /// Returns the error to answer with, or nil to let the upgrade proceed.
-    typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead, _ channel: any Channel) async -> APIError?
+    /// What to do with an upgrade request.
+    enum Decision: Sendable {
+        /// Answer with this error and close.
+        case refuse(APIError)
+        /// Let it through to Hummingbird's upgrade (Socket.IO).
+        case proceed
+        /// Upgrade here to a native WebSocket served by `NativeWebSocketHandler` (`/ws`).
+        case native(WebSocketTransport.Opening)
+    }
+
+    typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead, _ channel: any Channel) async -> Decision
+    /// Makes the handler of an accepted native WebSocket (on the loop).
+    typealias MakeNative = @Sendable (WebSocketTransport.Opening) -> NativeWebSocketHandler
 
     private let check: Check
+    private let makeNative: MakeNative
+    private let maxFrameSize: Int
     private let logger: Logger
     private var pending: [NIOAny] = []
+    private var head: HTTPRequestHead?
     private var state = State.idle
 
     enum State { case idle, checking, refused, done }
 
-    init(check: @escaping Check, logger: Logger) {
+    init(check: @escaping Check, makeNative: @escaping MakeNative, maxFrameSize: Int, logger: Logger) {
         self.check = check
+        self.makeNative = makeNative
+        self.maxFrameSize = maxFrameSize
         self.logger = logger
     }
 
@@ -50,15 +69,20 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
             }
             state = .checking
             pending.append(data)
+            self.head = head
             let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
-            let promise = context.eventLoop.makePromise(of: APIError?.self)
+            let promise = context.eventLoop.makePromise(of: Decision.self)
             let check = self.check
             let channel = context.channel
             promise.completeWithTask { await check(path, head, channel) }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            promise.futureResult.whenSuccess { error in
+            promise.futureResult.whenSuccess { decision in
                 let (gate, context) = loopBound.value
-                gate.decided(error, context: context)
+                switch decision {
+                case .refuse(let error): gate.decided(error, context: context)
+                case .proceed: gate.decided(nil, context: context)
+                case .native(let opening): gate.upgradeNatively(opening, context: context)
+                }
             }
         case .checking:
             pending.append(data)
@@ -119,6 +143,50 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
+extension UpgradeGate {
+    /// RFC 6455 §4.2: answers 101 with the key's accept value, then swaps the HTTP
+    /// handlers for NIO's WebSocket codec and a `NativeWebSocketHandler`. Hummingbird's
+    /// upgrade handler leaves with them, so no task waits on this connection.
+    private func upgradeNatively(_ opening: WebSocketTransport.Opening, context: ChannelHandlerContext) {
+        guard state == .checking, let head else { return }
+        guard head.method == .GET, head.headers["Sec-WebSocket-Version"].first == "13",
+            let key = head.headers["Sec-WebSocket-Key"].first.map({ String($0.filter { $0 != " " && $0 != "\t" }) }), !key.isEmpty
+        else {
+            return decided(APIError(.badRequest, "bad_request", "a WebSocket upgrade needs GET, Sec-WebSocket-Key and version 13"), context: context)
+        }
+        state = .done
+        pending = []
+        let accept = Base64.encode(Array(Insecure.SHA1.hash(data: Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))))
+        var headers = HTTPHeaders()
+        headers.add(name: "Upgrade", value: "websocket")
+        headers.add(name: "Connection", value: "Upgrade")
+        headers.add(name: "Sec-WebSocket-Accept", value: accept)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let channel = context.channel
+        _ = channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(WebSocketFrameEncoder())
+            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
+            try pipeline.addHandler(WebSocketProtocolErrorHandler())
+            try pipeline.addHandler(makeNative(opening))
+            if let upgrader = try? pipeline.handler(type: NIOTypedHTTPServerUpgradeHandler<HTTP1WebSocketUpgradeChannel.UpgradeResult>.self) {
+                pipeline.removeHandler(upgrader, promise: nil)
+            }
+            if let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self) { pipeline.removeHandler(encoder, promise: nil) }
+            // Last: bytes the client sent after its request go on to the WebSocket decoder.
+            if let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self) {
+                pipeline.removeHandler(decoder, promise: nil)
+            }
+            pipeline.removeHandler(context: context, promise: nil)
+        } catch {
+            logger.warning("websocket upgrade failed", metadata: ["error": "\(error)"])
+            channel.close(promise: nil)
+        }
+    }
+}
+
 extension APIError {
     var jsonBody: String {
         var fields: [String: JSONValue] = ["error": .string(code)]
@@ -132,12 +200,14 @@ extension APIError {
 struct GatedWebSocketChannel: ServerChildChannel {
     let inner: HTTP1WebSocketUpgradeChannel
     let check: UpgradeGate.Check
+    let makeNative: UpgradeGate.MakeNative
+    let maxFrameSize: Int
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1WebSocketUpgradeChannel.Value> {
         let value = inner.setup(channel: channel, logger: logger)
         do {
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try channel.pipeline.syncOperations.addHandler(UpgradeGate(check: check, logger: logger), position: .after(decoder))
+            try channel.pipeline.syncOperations.addHandler(UpgradeGate(check: check, makeNative: makeNative, maxFrameSize: maxFrameSize, logger: logger), position: .after(decoder))
         } catch {
             logger.error("cannot install the upgrade gate", metadata: ["error": "\(error)"])
             channel.close(promise: nil)

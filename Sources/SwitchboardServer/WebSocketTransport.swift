@@ -74,91 +74,6 @@ struct WebSocketTransport {
             return response
         }
     }
-
-    /// Decides a `/ws` upgrade and returns the handler of the upgraded connection. The
-    /// `UpgradeGate` has validated the request (token, origin, rooms, cursor, nickname
-    /// claim) and left the result in `openings`: it is taken over, not checked again —
-    /// one HMAC check and one claim per socket. Built on Hummingbird's closure upgrade
-    /// rather than `router.ws`: the router's upgrade path stores the request context
-    /// inside its own handler slot, a reference cycle that kept every WebSocket channel
-    /// (buffers, pipeline) alive after it closed (about 5 KB each).
-    func upgrade(_ request: Request, channel: any Channel) async -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
-        let opening: Opening
-        if let validated = Self.openings.take(for: channel) {
-            opening = validated
-        } else {
-            guard case .success(let checked) = await validate(
-                uri: request.uri.description, authorization: request.headers[.authorization],
-                origin: request.headers[.origin], host: request.head.authority)
-            else { return .dontUpgrade }
-            opening = checked
-        }
-        _ = channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
-        return .upgrade([:]) { inbound, _, context in
-            try await serve(inbound: inbound, opening: opening, channel: channel, logger: context.logger)
-        }
-    }
-
-    /// Openings validated by the gate, waiting for their upgrade (by channel).
-    static let openings = OpeningHandOver()
-
-    private func serve(inbound: WebSocketInboundStream, opening: Opening, channel: any Channel, logger: Logger) async throws {
-        let (identity, rooms, cursor) = (opening.identity, opening.rooms, opening.cursor)
-        let connection = WebSocketConnection(
-            nickname: identity.nickname, channel: channel, maxQueuedFrames: configuration.maxQueuedFrames,
-            metrics: chat.metrics)
-        let opened: ChatService.Opened
-        do {
-            opened = try await chat.open(
-                identity, subscriber: connection, transport: "websocket", rooms: rooms, cursor: cursor,
-                remote: channel.remoteAddress?.ipAddress, claimed: true)
-        } catch {
-            let code: WebSocketErrorCode =
-                switch error.code {
-                case .nicknameTaken: .unknown(4409)
-                case .tooManyConnections: .unknown(1013)
-                default: .unknown(4503)
-                }
-            connection.closeSoon(code: code, reason: error.code.rawValue)
-            return
-        }
-        let hub = chat.hub
-        connection.open(
-            welcome: hub.encode(opened.welcome, format: .native, stream: nil, id: nil, envelope: nil),
-            backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
-                + opened.backlog.map { hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope) },
-            cursor: opened.cursor)
-        let logger = logger.with("session.id", "\(connection.connectionID)").with("nickname", "\(identity.nickname)")
-        logger.debug("websocket open")
-        defer { logger.debug("websocket closed") }
-        do {
-            for try await message in inbound.messages(maxSize: configuration.maxMessageBytes) {
-                let replies: [ServerEvent]
-                switch message {
-                case .text(let text):
-                    switch ClientEvent.parse(Array(text.utf8), limits: configuration.chat.eventLimits) {
-                    case .success(let event): replies = await chat.handle(event, from: opened.session)
-                    case .failure(let error):
-                        replies = [.error(error)]
-                        chat.metrics.clientEvents.add(1, ordering: .relaxed)
-                        chat.countErrors(replies)
-                    }
-                case .binary:
-                    replies = [.error(ref: nil, code: .invalidMessage, message: "send events as text frames")]
-                    chat.metrics.clientEvents.add(1, ordering: .relaxed)
-                    chat.countErrors(replies)
-                }
-                for reply in replies { hub.send(reply, to: connection) }
-            }
-        } catch {
-            logger.debug("websocket inbound ended", metadata: ["error": "\(error)"])
-            await chat.close(opened.session)
-            chat.metrics.count("disconnects", "message_too_large")
-            connection.closeSoon(code: .messageTooLarge, reason: "message too large")
-            return
-        }
-        await chat.close(opened.session)
-    }
 }
 
 extension Logger {
@@ -166,21 +81,5 @@ extension Logger {
         var copy = self
         copy[metadataKey: key] = .string(value)
         return copy
-    }
-}
-
-/// Hands a validated `Opening` from the `UpgradeGate` to the upgrade of the same channel.
-/// An entry left behind (the client went away before the upgrade) goes with its channel.
-final class OpeningHandOver: Sendable {
-    private let openings = Mutex<[ObjectIdentifier: WebSocketTransport.Opening]>([:])
-
-    func store(_ opening: WebSocketTransport.Opening, for channel: any Channel) {
-        let key = ObjectIdentifier(channel)
-        openings.withLock { $0[key] = opening }
-        channel.closeFuture.whenComplete { [self] _ in _ = openings.withLock { $0.removeValue(forKey: key) } }
-    }
-
-    func take(for channel: any Channel) -> WebSocketTransport.Opening? {
-        openings.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 }

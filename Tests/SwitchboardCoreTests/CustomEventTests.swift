@@ -22,7 +22,7 @@ import Testing
             throw EventError(.unavailable, "login failed")
         }
         let subscriber = TestSubscriber("c-\(nickname)", nickname, loop: loop)
-        return try await chat.open(login.identity, subscriber: subscriber, transport: "test", rooms: rooms, cursor: nil).session
+        return try await chat.open(login.identity, subscriber: subscriber, transport: .websocket, rooms: rooms, cursor: nil).session
     }
 
     /// The native events `loop` was handed for `connection`, with their type.

@@ -13,7 +13,7 @@ import Testing
             throw EventError(.unavailable, "login failed")
         }
         let subscriber = TestSubscriber("c-\(nickname)", nickname, loop: loop)
-        return try await chat.open(login.identity, subscriber: subscriber, transport: "test", rooms: [lobby], cursor: nil).session
+        return try await chat.open(login.identity, subscriber: subscriber, transport: .websocket, rooms: [lobby], cursor: nil).session
     }
 
     /// The `joined`/`left`/`presence` events handed to `connection`, as (type, nickname or count).

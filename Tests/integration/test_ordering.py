@@ -320,9 +320,9 @@ def _examples(ids: list[str], limit: int = 6) -> str:
 
 def node_counters(nodes: list[h.SwitchboardNode]) -> dict[str, dict[str, list[tuple[dict, float]]]]:
     """Per node, the samples of the counters that explain a lost delivery: gate drops
-    (the regression's signature), other frame drops, server-side disconnects; and
+    (the regression's signature), server-side disconnects; and
     `published` (to know the scrape is what we think it is)."""
-    names = ("switchboard_gate_drops_total", "switchboard_drops_total", "switchboard_disconnects_total",
+    names = ("switchboard_gate_drops_total", "switchboard_disconnects_total",
              "switchboard_published_total")
     out = {}
     for n in nodes:

@@ -1,0 +1,277 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+import Synchronization
+
+/// A native WebSocket (`/ws`) after its upgrade, driven by events on its event loop: a
+/// plain NIO handler with no Swift task, async sequence or writer per connection — an
+/// idle socket costs its channel, this handler and its `WebSocketConnection`. Tasks
+/// exist only while something is in flight: the opening (`chat.open`), one client event
+/// at a time (`chat.handle`), the close.
+///
+/// Inbound: text messages (fragments joined, at most `maxMessageBytes`) are client events,
+/// handled one after the other in order; binary messages are answered with an error;
+/// pings are answered; a close is echoed and the connection ends. Outbound frames from the
+/// Hub go through `WebSocketConnection` (gate, backpressure, slow-consumer close).
+final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let opening: WebSocketTransport.Opening
+    private let chat: ChatService
+    private let configuration: ServerConfiguration
+    private let logger: Logger
+    private var connection: WebSocketConnection?
+    private var session: Session?
+    /// A text or binary message being assembled from fragments.
+    private var partial: (text: Bool, bytes: ByteBuffer)?
+    /// Complete client messages waiting for the one in flight (or for the opening).
+    private var inbox: [ByteBuffer] = []
+    private var busy = false
+    private var closed = false
+    /// A ping went out and no pong came back yet.
+    var awaitingPong = false
+
+    /// Client messages that may wait behind the one being handled; more closes the
+    /// connection (the rate limit answers fast, so only a flood gets here).
+    static let maxInbox = 256
+
+    init(opening: WebSocketTransport.Opening, chat: ChatService, configuration: ServerConfiguration, logger: Logger) {
+        self.opening = opening
+        self.chat = chat
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        let connection = WebSocketConnection(
+            nickname: opening.identity.nickname, channel: channel, maxQueuedFrames: configuration.maxQueuedFrames,
+            metrics: chat.metrics)
+        self.connection = connection
+        WebSocketHeartbeat.of(context.eventLoop, interval: configuration.pingInterval).add(self, channel: channel)
+        let (chat, opening) = (self.chat, self.opening)
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let remote = channel.remoteAddress?.ipAddress
+        Task {
+            let result: Result<ChatService.Opened, EventError>
+            do throws(EventError) {
+                result = .success(
+                    try await chat.open(
+                        opening.identity, subscriber: connection, transport: .websocket, rooms: opening.rooms,
+                        cursor: opening.cursor, remote: remote, claimed: true))
+            } catch {
+                result = .failure(error)
+            }
+            eventLoop.execute { me.value.opened(result) }
+        }
+    }
+
+    private func opened(_ result: Result<ChatService.Opened, EventError>) {
+        guard let connection else { return }
+        switch result {
+        case .failure(let error):
+            let code: WebSocketErrorCode =
+                switch error.code {
+                case .nicknameTaken: .unknown(4409)
+                case .tooManyConnections: .unknown(1013)
+                default: .unknown(4503)
+                }
+            connection.close(code: code, reason: error.code.rawValue)
+        case .success(let opened):
+            guard !closed else {
+                let chat = self.chat
+                Task { await chat.close(opened.session) }
+                return
+            }
+            session = opened.session
+            let hub = chat.hub
+            connection.open(
+                welcome: hub.encode(opened.welcome, format: .native, stream: nil, id: nil, envelope: nil),
+                backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
+                    + opened.backlog.map { hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope) },
+                cursor: opened.cursor)
+            logger.debug("websocket open", metadata: ["session.id": "\(connection.connectionID)", "nickname": "\(opening.identity.nickname)"])
+            handleNext(eventLoop: connection.channel.eventLoop)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closed else { return }
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text, .binary:
+            guard partial == nil else { return protocolError("a new message began before the last one ended") }
+            partial = (frame.opcode == .text, frame.unmaskedData)
+            checkSize(context: context, fin: frame.fin)
+        case .continuation:
+            guard partial != nil else { return protocolError("a continuation frame without a message") }
+            var data = frame.unmaskedData
+            partial!.bytes.writeBuffer(&data)
+            checkSize(context: context, fin: frame.fin)
+        case .ping:
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .pong:
+            awaitingPong = false
+        case .connectionClose:
+            // Echo the code (RFC 6455 §5.5.1), then end.
+            var data = frame.unmaskedData
+            let code = data.readWebSocketErrorCode() ?? .normalClosure
+            connection?.close(code: code, reason: "")
+        default:
+            protocolError("unknown opcode")
+        }
+    }
+
+    /// After a data frame: too large → close 1009; complete → queue it.
+    private func checkSize(context: ChannelHandlerContext, fin: Bool) {
+        guard let (text, bytes) = partial else { return }
+        guard bytes.readableBytes <= configuration.maxMessageBytes else {
+            partial = nil
+            chat.metrics.count("disconnects", "message_too_large")
+            connection?.close(code: .messageTooLarge, reason: "message too large")
+            return
+        }
+        guard fin else { return }
+        partial = nil
+        guard text else {
+            reply([.error(ref: nil, code: .invalidMessage, message: "send events as text frames")], counted: true)
+            return
+        }
+        guard inbox.count < Self.maxInbox else {
+            connection?.close(code: .policyViolation, reason: "too many events in flight")
+            return
+        }
+        inbox.append(bytes)
+        handleNext(eventLoop: context.eventLoop)
+    }
+
+    /// Handles the next queued client event unless one is in flight (in order, one at a
+    /// time, like a client expects its replies).
+    private func handleNext(eventLoop: any EventLoop) {
+        guard !busy, !closed, let session, !inbox.isEmpty else { return }
+        let bytes = inbox.removeFirst()
+        switch ClientEvent.parse(Array(buffer: bytes), limits: configuration.chat.eventLimits) {
+        case .failure(let error):
+            reply([.error(error)], counted: true)
+            handleNext(eventLoop: eventLoop)
+        case .success(let event):
+            busy = true
+            let chat = self.chat
+            let me = NIOLoopBound(self, eventLoop: eventLoop)
+            Task {
+                let replies = await chat.handle(event, from: session)
+                eventLoop.execute {
+                    let handler = me.value
+                    handler.busy = false
+                    handler.reply(replies, counted: false)
+                    handler.handleNext(eventLoop: eventLoop)
+                }
+            }
+        }
+    }
+
+    /// Sends replies to this connection; `counted`: errors the ChatService did not see.
+    private func reply(_ replies: [ServerEvent], counted: Bool) {
+        guard let connection, !closed else { return }
+        if counted {
+            chat.metrics.clientEvents.add(1, ordering: .relaxed)
+            chat.countErrors(replies)
+        }
+        for reply in replies { chat.hub.send(reply, to: connection) }
+    }
+
+    private func protocolError(_ reason: String) {
+        connection?.close(code: .protocolError, reason: reason)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO's WebSocketProtocolErrorHandler (before this handler) has answered protocol
+        // errors with their close code already; a frame over the limit is 1009.
+        if let error = error as? NIOWebSocketError, error == .invalidFrameLength {
+            chat.metrics.count("disconnects", "message_too_large")
+        }
+        logger.debug("websocket error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        inbox = []
+        WebSocketHeartbeat.of(context.eventLoop, interval: configuration.pingInterval).remove(self)
+        if let session {
+            self.session = nil
+            let chat = self.chat
+            Task { await chat.close(session) }
+        }
+        context.fireChannelInactive()
+    }
+
+    /// Called by the heartbeat: a ping, or the close of a client that did not answer the
+    /// last one.
+    func heartbeat(channel: any Channel) {
+        guard !closed else { return }
+        if awaitingPong {
+            connection?.close(code: .goingAway, reason: "ping timeout")
+            return
+        }
+        awaitingPong = true
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
+    }
+}
+
+/// One timer per event loop pings every native WebSocket on it, instead of one timer per
+/// connection.
+final class WebSocketHeartbeat: Sendable {
+    private let eventLoop: any EventLoop
+    private let interval: TimeAmount
+    private let members: NIOLoopBoundBox<[ObjectIdentifier: (handler: NativeWebSocketHandler, channel: any Channel)]>
+    private let task: NIOLoopBoundBox<RepeatedTask?>
+
+    private init(eventLoop: any EventLoop, interval: Duration) {
+        self.eventLoop = eventLoop
+        let (seconds, attoseconds) = interval.components
+        self.interval = .nanoseconds(max(1_000_000, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
+        self.members = .makeBoxSendingValue([:], eventLoop: eventLoop)
+        self.task = .makeBoxSendingValue(nil, eventLoop: eventLoop)
+    }
+
+    /// On the loop.
+    func add(_ handler: NativeWebSocketHandler, channel: any Channel) {
+        members.value[ObjectIdentifier(handler)] = (handler, channel)
+        guard task.value == nil else { return }
+        task.value = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+            for (handler, channel) in members.value.values { handler.heartbeat(channel: channel) }
+        }
+    }
+
+    /// On the loop.
+    func remove(_ handler: NativeWebSocketHandler) {
+        members.value[ObjectIdentifier(handler)] = nil
+    }
+
+    private static let loops = NIOLockedValueBoxPerLoop()
+
+    static func of(_ eventLoop: any EventLoop, interval: Duration) -> WebSocketHeartbeat {
+        loops.of(eventLoop) { WebSocketHeartbeat(eventLoop: eventLoop, interval: interval) }
+    }
+}
+
+/// The heartbeat of each event loop, made on first use.
+private final class NIOLockedValueBoxPerLoop: Sendable {
+    private let values = NIOLockedValueBox<[ObjectIdentifier: WebSocketHeartbeat]>([:])
+
+    func of(_ eventLoop: any EventLoop, make: () -> WebSocketHeartbeat) -> WebSocketHeartbeat {
+        values.withLockedValue { values in
+            let key = ObjectIdentifier(eventLoop)
+            if let existing = values[key] { return existing }
+            let created = make()
+            values[key] = created
+            return created
+        }
+    }
+}
