@@ -22,7 +22,16 @@ struct StreamTransport {
         }
     }
 
-    private func stream(_ request: Request, context: SwitchboardRequestContext, framing: StreamFraming) async throws -> Response {
+    /// A stream opened and ready to run: its response headers, its connection, and what
+    /// to write first.
+    struct Opening: Sendable {
+        let headers: HTTPFields
+        let connection: HTTPStreamConnection
+        let opened: ChatService.Opened
+    }
+
+    /// Validates a stream request and opens its session (errors are the answers to send).
+    func open(_ request: Request, channel: any Channel, framing: StreamFraming) async throws -> Opening {
         guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
         let rooms = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
         var cursor = try request.cursor()
@@ -34,34 +43,71 @@ struct StreamTransport {
             }
         }
         let connection = HTTPStreamConnection(
-            nickname: identity.nickname, channel: context.channel, framing: framing, maxQueuedFrames: configuration.maxQueuedFrames,
+            nickname: identity.nickname, channel: channel, framing: framing, maxQueuedFrames: configuration.maxQueuedFrames,
             metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
-            opened = try await chat.open(identity, subscriber: connection, transport: framing.transport, rooms: rooms, cursor: cursor, remote: context.channel.remoteAddress?.ipAddress)
+            opened = try await chat.open(
+                identity, subscriber: connection, transport: framing.transport, rooms: rooms, cursor: cursor,
+                remote: channel.remoteAddress?.ipAddress)
         } catch {
             throw APIError(error)
         }
+        var headers: HTTPFields = [
+            .contentType: framing.contentType,
+            .cacheControl: "no-store",
+            HTTPField.Name("X-Accel-Buffering")!: "no",
+        ]
+        if let origin = request.headers[.origin], OriginPolicy(allowed: configuration.allowedOrigins).isAllowed(request) {
+            headers[.accessControlAllowOrigin] = origin
+            headers[.vary] = "Origin"
+        }
+        return Opening(headers: headers, connection: connection, opened: opened)
+    }
+
+    /// Writes the opening sequence and starts keep-alives; the session closes when the
+    /// stream ends. On the channel's loop, after the response head.
+    func start(_ opening: Opening) {
         let hub = chat.hub
-        let chat = self.chat
+        let opened = opening.opened
         let keepAlive = TimeAmount.nanoseconds(Int64(configuration.streamKeepAlive.components.seconds) * 1_000_000_000)
+        opening.connection.open(
+            welcome: hub.encode(opened.welcome, format: .native, stream: nil, id: nil, envelope: nil),
+            backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
+                + opened.backlog.map {
+                    hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope)
+                },
+            cursor: opened.cursor, keepAlive: keepAlive, retryMilliseconds: 2000)
+    }
+
+    /// The framing a first request asks for, if it is a stream (`/sse`, `/iframe` with a
+    /// valid callback; an invalid callback is an error answer).
+    static func framing(of request: Request) throws -> StreamFraming? {
+        switch request.uri.path {
+        case "/sse": return .sse
+        case "/iframe":
+            guard let callback = request.uri.queryParameters["callback"].map(String.init), CallbackName.isValid(callback) else {
+                throw APIError(.badRequest, "invalid_callback", "callback must match ^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$")
+            }
+            return .iframe(callback: callback)
+        default: return nil
+        }
+    }
+
+    /// Through the router (a stream asked for on a connection that carried other
+    /// requests before): the body waits until the stream ends. The first request of a
+    /// connection takes the native path instead (`UpgradeGate`): no task per stream.
+    private func stream(_ request: Request, context: SwitchboardRequestContext, framing: StreamFraming) async throws -> Response {
+        let opening = try await open(request, channel: context.channel, framing: framing)
+        let chat = self.chat
+        let transport = self
         return Response(
             status: .ok,
-            headers: [
-                .contentType: framing.contentType,
-                .cacheControl: "no-store",
-                HTTPField.Name("X-Accel-Buffering")!: "no",
-            ],
+            headers: opening.headers,
             body: ResponseBody { _ in
-                connection.open(
-                    welcome: hub.encode(opened.welcome, format: .native, stream: nil, id: nil, envelope: nil),
-                    backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
-                        + opened.backlog.map {
-                            hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope)
-                        },
-                    cursor: opened.cursor, keepAlive: keepAlive, retryMilliseconds: 2000)
-                try? await connection.finished.futureResult.get()
-                await chat.close(opened.session)
+                transport.start(opening)
+                try? await opening.connection.finished.futureResult.get()
+                await chat.close(opening.opened.session)
             })
     }
 }

@@ -4,6 +4,8 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypesHTTP1
+import HTTPTypes
 import ServiceLifecycle
 import SocketIOHummingbird
 import UnixSignals
@@ -72,6 +74,7 @@ extension SwitchboardServer {
         let transport = WebSocketTransport(chat: chat, configuration: configuration)
         let socketIO = self.socketIO
         let (chat, logger) = (self.chat, self.logger)
+        let streams = StreamTransport(chat: chat, configuration: configuration)
         return HTTPServerBuilder { responder in
             HTTPConnectionChannel(GatedWebSocketChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
@@ -94,6 +97,24 @@ extension SwitchboardServer {
                     }
                 },
                 check: { path, head, channel in
+                    if path == "/sse" || path == "/iframe" {
+                        do {
+                            let request = Request(
+                                head: try HTTPRequest(head, secure: false, splitCookie: false), body: .init(buffer: .init()))
+                            guard let framing = try StreamTransport.framing(of: request) else { return .proceed }
+                            let opening = try await streams.open(request, channel: channel, framing: framing)
+                            // The session ends with the stream, however it ends (also when
+                            // the client left before the stream started).
+                            opening.connection.finished.futureResult.whenComplete { _ in
+                                Task { await chat.close(opening.opened.session) }
+                            }
+                            return .stream(opening)
+                        } catch let error as APIError {
+                            return .refuse(error)
+                        } catch {
+                            return .refuse(APIError(.badRequest, "bad_request", "\(error)"))
+                        }
+                    }
                     if path == "/socket.io" || path == "/socket.io/" {
                         return socketIO.refusal(SocketIOTransport.EndpointRequest(head)).map { .refuse($0) } ?? .proceed
                     }
@@ -110,6 +131,7 @@ extension SwitchboardServer {
                 makeNative: { opening in
                     NativeWebSocketHandler(opening: opening, chat: chat, configuration: configuration, logger: logger)
                 },
+                startStream: { opening in streams.start(opening) },
                 maxFrameSize: configuration.maxMessageBytes))
         }
     }

@@ -6,6 +6,8 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOWebSocket
 import SocketIO
 import Crypto
@@ -29,25 +31,36 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
         case proceed
         /// Upgrade here to a native WebSocket served by `NativeWebSocketHandler` (`/ws`).
         case native(WebSocketTransport.Opening)
+        /// Answer a stream (`/sse`, `/iframe`) opened by the check, on this connection,
+        /// without Hummingbird.
+        case stream(StreamTransport.Opening)
     }
 
     typealias Check = @Sendable (_ path: String, _ head: HTTPRequestHead, _ channel: any Channel) async -> Decision
     /// Makes the handler of an accepted native WebSocket (on the loop).
     typealias MakeNative = @Sendable (WebSocketTransport.Opening) -> NativeWebSocketHandler
+    /// Starts an opened stream after its response head (on the loop).
+    typealias StartStream = @Sendable (StreamTransport.Opening) -> Void
 
     private let check: Check
     private let makeNative: MakeNative
+    private let startStream: StartStream
     private let maxFrameSize: Int
     private let logger: Logger
     private var pending: [NIOAny] = []
     private var head: HTTPRequestHead?
     private var state = State.idle
 
-    enum State { case idle, checking, refused, done }
+    /// `streaming`: the connection carries a native stream; later input is ignored.
+    enum State { case idle, checking, refused, done, streaming }
 
-    init(check: @escaping Check, makeNative: @escaping MakeNative, maxFrameSize: Int, logger: Logger) {
+    init(
+        check: @escaping Check, makeNative: @escaping MakeNative, startStream: @escaping StartStream, maxFrameSize: Int,
+        logger: Logger
+    ) {
         self.check = check
         self.makeNative = makeNative
+        self.startStream = startStream
         self.maxFrameSize = maxFrameSize
         self.logger = logger
     }
@@ -60,7 +73,9 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             let isUpgrade = head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
-            guard isUpgrade else {
+            let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+            let isStream = head.method == .GET && (path == "/sse" || path == "/iframe")
+            guard isUpgrade || isStream else {
                 // Plain HTTP on this connection: nothing to gate.
                 state = .done
                 context.fireChannelRead(data)
@@ -70,7 +85,6 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
             state = .checking
             pending.append(data)
             self.head = head
-            let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
             let promise = context.eventLoop.makePromise(of: Decision.self)
             let check = self.check
             let channel = context.channel
@@ -82,11 +96,12 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
                 case .refuse(let error): gate.decided(error, context: context)
                 case .proceed: gate.decided(nil, context: context)
                 case .native(let opening): gate.upgradeNatively(opening, context: context)
+                case .stream(let opening): gate.stream(opening, context: context)
                 }
             }
         case .checking:
             pending.append(data)
-        case .refused:
+        case .refused, .streaming:
             break
         case .done:
             context.fireChannelRead(data)
@@ -144,6 +159,31 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 extension UpgradeGate {
+    /// A stream as the connection's first request: the response head is written here and
+    /// `HTTPStreamConnection` writes the body; Hummingbird's upgrade handler leaves, so
+    /// no task waits on the connection. The gate stays as a sink for later input.
+    private func stream(_ opening: StreamTransport.Opening, context: ChannelHandlerContext) {
+        guard state == .checking else { return }
+        state = .streaming
+        pending = []
+        let pipeline = context.pipeline.syncOperations
+        do {
+            // Outbound: the connection writes HTTP types parts from the tail.
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try pipeline.addHandler(InputClosedHandler())
+            if let upgrader = try? pipeline.handler(type: NIOTypedHTTPServerUpgradeHandler<HTTP1WebSocketUpgradeChannel.UpgradeResult>.self) {
+                pipeline.removeHandler(upgrader, promise: nil)
+            }
+        } catch {
+            logger.warning("stream setup failed", metadata: ["error": "\(error)"])
+            context.channel.close(promise: nil)
+            return
+        }
+        let channel = context.channel
+        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: opening.headers)), promise: nil)
+        startStream(opening)
+    }
+
     /// RFC 6455 §4.2: answers 101 with the key's accept value, then swaps the HTTP
     /// handlers for NIO's WebSocket codec and a `NativeWebSocketHandler`. Hummingbird's
     /// upgrade handler leaves with them, so no task waits on this connection.
@@ -201,13 +241,15 @@ struct GatedWebSocketChannel: ServerChildChannel {
     let inner: HTTP1WebSocketUpgradeChannel
     let check: UpgradeGate.Check
     let makeNative: UpgradeGate.MakeNative
+    let startStream: UpgradeGate.StartStream
     let maxFrameSize: Int
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1WebSocketUpgradeChannel.Value> {
         let value = inner.setup(channel: channel, logger: logger)
         do {
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try channel.pipeline.syncOperations.addHandler(UpgradeGate(check: check, makeNative: makeNative, maxFrameSize: maxFrameSize, logger: logger), position: .after(decoder))
+            try channel.pipeline.syncOperations.addHandler(UpgradeGate(
+                    check: check, makeNative: makeNative, startStream: startStream, maxFrameSize: maxFrameSize, logger: logger), position: .after(decoder))
         } catch {
             logger.error("cannot install the upgrade gate", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
