@@ -18,6 +18,9 @@ swift_status=${PIPESTATUS[0]}
 echo "==> pytest Tests/integration"
 export SWITCHBOARD_BIN="$PWD/.build/debug/switchboard"
 export SOCKETIO_CONFORMANCE_BIN="$PWD/.build/debug/socketio-conformance"
-python3 -m pytest Tests/integration -q -p no:cacheprovider "$@"
+# Two workers (pytest-xdist): independent tests share nothing (own ports, nodes, Redis);
+# the browser modules and the CPU-heavy hardening tests each stay on one worker
+# (xdist_group, see Tests/integration/conftest.py).
+python3 -m pytest Tests/integration -q -p no:cacheprovider -n 2 --dist loadgroup "$@"
 py_status=$?
 exit $(( swift_status != 0 ? swift_status : py_status ))

@@ -2,6 +2,12 @@
 
 Every process is started by a fixture and stopped in its finalizer (SIGTERM, then
 SIGKILL after 5 s), whatever the test's outcome; processes also die with pytest.
+
+Parallel runs (pytest-xdist): `-n 2 --dist loadgroup`. Nothing is shared between
+workers — every test or module starts its own nodes, Redis and haproxy, on ports from
+a range of the worker's own (switchboard_harness.free_port) — and the two browser
+modules form one group (`xdist_group("browser")`), as do the CPU-bound hardening tests
+(`xdist_group("heavy")`), so that neither runs twice at once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,13 @@ from typing import Callable, Iterator
 import pytest
 
 import switchboard_harness as h
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it too; registered here so that a run without xdist does not
+    # warn about an unknown mark.
+    config.addinivalue_line(
+        "markers", "xdist_group(name): under pytest-xdist --dist loadgroup, tests of one group share a worker")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import urlencode
 
 import httpx
@@ -131,8 +131,60 @@ def _hard_kill(proc: Optional[subprocess.Popen]) -> Optional[int]:
         _LIVE_PROCESSES.discard(proc)
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _worker_index() -> Optional[int]:
+    """pytest-xdist's worker number (PYTEST_XDIST_WORKER=gw0, gw1, …), None when not under xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+_PORT_SLICE = 1500
+_PORT_BASE = 10000
+
+
+def _port_candidates() -> Optional[Iterator[int]]:
+    """Ports this process hands out: a slice of its own below the kernel's ephemeral range
+    (so no client socket's local port can take one between `free_port()` and the
+    server's bind), one slice per pytest-xdist worker (so parallel workers never pick the
+    same port), walked from a random start (so concurrent runs rarely meet). None when
+    the ephemeral range leaves no room below it: then the kernel picks (bind to port 0)."""
+    slices = (_ephemeral_low() - _PORT_BASE) // _PORT_SLICE
+    if slices < 2:
+        return None
+    index = _worker_index()
+    # Slice 0 when not under xdist; workers gw0, gw1, … get slices 1, 2, …
+    slot = 0 if index is None else 1 + index % (slices - 1)
+    lo = _PORT_BASE + slot * _PORT_SLICE
+    start = _secrets.randbelow(_PORT_SLICE)
+    return itertools.cycle([lo + (start + i) % _PORT_SLICE for i in range(_PORT_SLICE)])
+
+
+_ports: Optional[Iterator[int]] = None
+_ports_ready = False
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago (see `_port_candidates`: with
+    pytest-xdist every worker has its own range, outside the kernel's ephemeral ports)."""
+    global _ports, _ports_ready
+    if not _ports_ready:
+        _ports, _ports_ready = _port_candidates(), True
+    if _ports is not None:
+        for _ in range(_PORT_SLICE):
+            port = next(_ports)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -358,6 +410,9 @@ class RedisServer:
     since nothing is saved)."""
 
     def __init__(self, port: Optional[int] = None, extra_args: Iterable[str] = (), binary: Optional[str] = None):
+        #: A port chosen here may move (once, before the first successful start) when
+        #: something else took it meanwhile; restarts keep it.
+        self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
         self.extra_args = list(extra_args)
         self.binary = binary or redis_server_bin()
@@ -383,20 +438,32 @@ class RedisServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
-        self.proc = _spawn(self.args(), dict(os.environ), self.log_path)
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited early (code {self.proc.returncode}); log:\n{_tail(self.log_path)}")
-            try:
-                if self.ping():
-                    return self
-            except OSError as e:
-                last = e
-            time.sleep(0.05)
-        _hard_kill(self.proc)
-        raise RuntimeError(f"redis-server on {self.port} did not answer PING in {timeout}s ({last!r}); log:\n{_tail(self.log_path)}")
+        for attempt in range(1 if self._fixed_port else 3):
+            with open(self.log_path, "ab") as log:
+                log.write(f"=== start {' '.join(self.args())}\n".encode())
+            self.proc = _spawn(self.args(), dict(os.environ), self.log_path)
+            deadline = time.monotonic() + timeout
+            last: Any = None
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    if self.ping():
+                        self._fixed_port = True  # restarts come back on this port
+                        return self
+                except OSError as e:
+                    last = e
+                time.sleep(0.05)
+            else:
+                _hard_kill(self.proc)
+                raise RuntimeError(f"redis-server on {self.port} did not answer PING in {timeout}s ({last!r}); "
+                                   f"log:\n{_tail(self.log_path)}")
+            _LIVE_PROCESSES.discard(self.proc)
+            if not self._fixed_port and "address already in use" in _tail(self.log_path).lower():
+                self.port = free_port()  # lost a race for the port
+                continue
+            break
+        raise RuntimeError(f"redis-server exited early (code {self.proc.returncode}); log:\n{_tail(self.log_path)}")
 
     def ping(self) -> bool:
         return self.command("PING") == "PONG"
@@ -1314,6 +1381,7 @@ class HAProxy:
         self.frontend_rules = list(frontend_rules)
         #: `tune.bufsize` (haproxy's default, 16 KiB, also bounds request lines and headers).
         self.bufsize = bufsize
+        self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
         self.binary = binary or haproxy_bin()
         self.check_interval_ms = check_interval_ms
@@ -1366,11 +1434,19 @@ backend nodes
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 15.0) -> "HAProxy":
-        self.config_path.write_text(self.config())
-        check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"haproxy rejected its config:\n{check.stderr}\n{self.config()}")
-        self.proc = _spawn([self.binary, "-db", "-f", str(self.config_path)], dict(os.environ), self.log_path)
+        for attempt in range(3):
+            self._spawn_checked()
+            if self.proc is not None and self._fixed_port:
+                break
+            # haproxy fails at once when its port was taken since `free_port()`.
+            time.sleep(0.2)
+            if self.proc is None or self.proc.poll() is None:
+                break
+            if "bind" not in _tail(self.log_path).lower() or attempt == 2:
+                break
+            _LIVE_PROCESSES.discard(self.proc)
+            self.port = free_port()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         last: Any = None
         with httpx.Client(trust_env=False, timeout=2.0) as client:
@@ -1387,6 +1463,13 @@ backend nodes
                 time.sleep(0.1)
         _hard_kill(self.proc)
         raise RuntimeError(f"haproxy on {self.port} not answering /healthz after {timeout}s ({last!r}); log:\n{_tail(self.log_path)}")
+
+    def _spawn_checked(self) -> None:
+        self.config_path.write_text(self.config())
+        check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy rejected its config:\n{check.stderr}\n{self.config()}")
+        self.proc = _spawn([self.binary, "-db", "-f", str(self.config_path)], dict(os.environ), self.log_path)
 
     def nodes_seen(self, requests: int = 8) -> set:
         """Node ids answering `/healthz` through the LB over `requests` requests."""

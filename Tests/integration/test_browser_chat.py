@@ -30,6 +30,10 @@ import pytest
 
 import switchboard_harness as h
 
+# Under pytest-xdist (`--dist loadgroup`) both browser modules run on one worker, one
+# after the other: Chromium is the heaviest thing the suite runs on a 2-core machine.
+pytestmark = pytest.mark.xdist_group("browser")
+
 try:
     from selenium import webdriver
     from selenium.common.exceptions import NoAlertPresentException, WebDriverException
@@ -402,7 +406,12 @@ def test_two_browsers_chat_on_each_transport(healthy: Cluster, pages: tuple[Chat
         a.wait_online_count(2)
         b.wait_online_count(2)
 
-    # Every message once on each page, confirmed, even after a few more polls / pings.
+    # Every message once on each page, confirmed, even after a few more polls / pings:
+    # first each one confirmed (shown with its id) everywhere, then a quiet 2 s in which a
+    # duplicate would show up.
+    for page in pages:
+        for text in (hello, reply, secret, answer, HTML_TEXT):
+            page.wait(lambda: any(m["id"] for m in page.with_text(text)), what=f"{text!r} confirmed")
     time.sleep(2.0)
     for page in pages:
         for text in (hello, reply, secret, answer, HTML_TEXT):

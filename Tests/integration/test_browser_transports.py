@@ -24,6 +24,10 @@ import pytest
 import switchboard_harness as h
 from switchboard_harness import Clients, login, run, stored_key
 
+# Under pytest-xdist (`--dist loadgroup`) both browser modules run on one worker, one
+# after the other: Chromium is the heaviest thing the suite runs on a 2-core machine.
+pytestmark = pytest.mark.xdist_group("browser")
+
 EVIL = ('</script><script>parent.__pwned=1;window.__pwned=1</script><!-- \u2028 \u2029 '
         '<img src=x onerror="parent.__pwned=2;window.__pwned=2"> --> end')
 

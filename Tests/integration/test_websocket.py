@@ -3,6 +3,7 @@ ping (PROTOCOL.md § Events, § Transports)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import switchboard_harness as h
@@ -136,11 +137,27 @@ def test_presence_joined_left(node_factory):
 
             # A second tab of Alice does not change the count (distinct nicknames) and
             # is not announced as a new member.
+            # `joined`/`left` travel in the room's stream: a message Alice says afterwards is
+            # the barrier (the room's events reach Bob in order). A count change comes from
+            # the node's coalesced recount (≤ 100 ms), not ordered with the room: a quiet
+            # second after the barrier.
+            async def barrier(text: str) -> None:
+                await alice.send({"type": "say", "room": lobby, "text": text})
+                await bob.wait_seen(is_type("message", text=text), 10, what=f"the barrier {text!r}")
+
             tab2, _ = await c.session(fresh, acred["token"], rooms=[lobby], name="alice-tab2")
-            await bob.expect_none(lambda e: e.get("type") == "presence" and e.get("count") != 2, 0.8, "presence change")
+            await barrier("after the second tab")
+            await bob.expect_none(lambda e: e.get("type") == "presence" and e.get("count") != 2, 1.0, "presence change")
             await bob.expect_none(is_type("joined", nickname=acred["nickname"]), 0.01, "joined for a second tab")
             await tab2.close()
-            await bob.expect_none(is_type("left", nickname=acred["nickname"]), 0.8, "left while another tab stays")
+            # The node has handled the close once its WebSocket count is back to 2.
+            deadline = time.monotonic() + 10
+            while h.cluster_connections(fresh).get("websocket") != 2:
+                assert time.monotonic() < deadline, f"the second tab's close not handled: {h.cluster_connections(fresh)}"
+                await asyncio.sleep(0.05)
+            await barrier("after the second tab closed")
+            await bob.expect_none(is_type("left", nickname=acred["nickname"]), 1.0, "left while another tab stays")
+            await bob.expect_none(lambda e: e.get("type") == "presence" and e.get("count") != 2, 0.01, "presence change")
 
             # Bob leaves with a leave event.
             await bob.send({"type": "leave", "room": lobby, "ref": "l1"})
@@ -229,14 +246,16 @@ def test_say_echo_false_excludes_all_sender_connections(node):
             got = await bob.recv_until(is_message("quiet"))
             assert_message(got, room=room, nickname=acred["nickname"], avatar="1.jpg", text="quiet")
             assert ack == {"type": "ack", "ref": "e1", "id": got["id"]}
-            await a1.expect_none(is_message("quiet"), 0.8, "echo to the sending connection", everything=True)
-            await a2.expect_none(is_message("quiet"), 0.01, "echo to the sender's other tab", everything=True)
 
-            # Control: with echo true both tabs get it.
+            # Control: with echo true both tabs get it. It is also the barrier for the
+            # check below: the room's events reach a connection in id order, so had
+            # "quiet" been sent to a tab, it would be there before "loud".
             await a1.send({"type": "say", "room": room, "text": "loud", "echo": True})
             await a1.recv_until(is_message("loud"))
             await a2.recv_until(is_message("loud"))
             await bob.recv_until(is_message("loud"))
+            await a1.expect_none(is_message("quiet"), 0.01, "echo to the sending connection", everything=True)
+            await a2.expect_none(is_message("quiet"), 0.01, "echo to the sender's other tab", everything=True)
 
     run(body(), 30)
 
@@ -266,8 +285,6 @@ def test_whisper_reaches_target_and_senders_other_tabs_only(node):
             # docs/protocol.md: the ack carries the id in the sender's own private stream,
             # the one its other tabs see.
             assert ack["id"] == at_tab2["id"], (ack, at_bob, at_tab2)
-            await a1.expect_none(is_private(), 0.8, "whisper copy on the sending connection", everything=True)
-            await carol.expect_none(is_private(), 0.01, "whisper at a third user", everything=True)
 
             # And back: Bob answers; both of Alice's tabs get it, Bob's sending
             # connection does not.
@@ -275,8 +292,16 @@ def test_whisper_reaches_target_and_senders_other_tabs_only(node):
             for tab in (a1, a2):
                 e = await tab.recv_until(is_private("hi back"))
                 assert_private(e, sender=bob_nick, avatar="1.jpg", to=alice_nick, text="hi back")
-            await bob.expect_none(is_private("hi back"), 0.5, "whisper echoed to its sender", everything=True)
-            await carol.expect_none(is_private(), 0.01, "whisper at a third user", everything=True)
+            # "hi back" is in Alice's private stream after the copy of her own whisper: a
+            # stream reaches a connection in id order, so a copy sent to a1 would be here.
+            await a1.expect_none(is_private("psst 东"), 0.01, "whisper copy on the sending connection", everything=True)
+            # The same barrier for Bob's sending connection: a later event of his stream.
+            await a2.send({"type": "whisper", "to": bob_nick, "text": "barrier", "ref": "wb"})
+            await bob.recv_until(is_private("barrier"), what="the barrier whisper")
+            await bob.expect_none(is_private("hi back"), 0.01, "whisper echoed to its sender", everything=True)
+            # Carol's streams hold neither whisper (no barrier possible): by now both had
+            # every chance to arrive anywhere; a last look after a quiet second.
+            await carol.expect_none(is_private(), 1.0, "whisper at a third user", everything=True)
 
     run(body(), 30)
 
@@ -343,9 +368,6 @@ def test_errors_carry_ref_and_connection_keeps_working(node):
                 await alice.send({"type": "ping"})
                 nxt = await alice.recv_until(lambda e: e.get("type") != "presence", what="pong")
                 assert nxt == {"type": "pong"}, f"after {str(sent)[:60]}: {nxt}"
-            # Nothing happened for anyone else, and Alice did not join anything.
-            await bob.expect_none(lambda e: e.get("type") in ("message", "private", "joined"), 0.5, "effect of a refused event",
-                                  everything=True)
             assert not alice.seen(is_type("message"))
 
             # Boundary: exactly 4096 scalars (astral, 16 KiB of UTF-8) is accepted.
@@ -354,6 +376,11 @@ def test_errors_carry_ref_and_connection_keeps_working(node):
             ack = await alice.wait_type("ack", ref="ok")
             got = await bob.recv_until(is_message(long_text))
             assert ack["id"] == got["id"]
+            # Nothing happened for anyone else, and Alice did not join anything. The
+            # accepted message is the barrier: the room's events arrive in id order, so
+            # anything a refused say had caused in the room would have come before it.
+            await bob.expect_none(lambda e: e.get("type") in ("message", "private", "joined") and e.get("text") != long_text,
+                                  0.3, "effect of a refused event", everything=True)
 
     run(body(), 60)
 
