@@ -275,7 +275,9 @@ public final class ChatService: Sendable {
                 if let count = presence.lastCount(room) {
                     resets.append(.presence(room: room, count: count))
                 } else {
-                    resets.append(.presence(room: room, count: try await broker.presenceCount(of: room, now: clock())))
+                    let count = try await broker.presenceCount(of: room, now: clock())
+                    presence.handedOut(room, count: count)
+                    resets.append(.presence(room: room, count: count))
                 }
             }
             let welcome = ServerEvent.welcome(
@@ -297,6 +299,7 @@ public final class ChatService: Sendable {
             if let count = presence.lastCount(room) {
                 events.append(.presence(room: room, count: count))
             } else if let count = try? await broker.presenceCount(of: room, now: clock()) {
+                presence.handedOut(room, count: count)
                 events.append(.presence(room: room, count: count))
             }
         }
@@ -418,6 +421,7 @@ public final class ChatService: Sendable {
             case .join(let room):
                 let head = try await join(room, session: session)
                 let count = try await broker.presenceCount(of: room, now: clock())
+                presence.handedOut(room, count: count)
                 return [.ack(ref: event.ref, id: head), .presence(room: room, count: count)]
             case .leave(let room):
                 guard session.rooms.contains(room) else {

@@ -34,6 +34,20 @@ final class PresenceTracker: Sendable {
         state.withLock { $0.lastSent[room] }
     }
 
+    /// A count read from the broker and handed to a client (an opening, a poll): kept as
+    /// the last announced one, so the next recount does not send it again to members
+    /// that already have it. When it differs from the recorded count (two openings
+    /// raced), the record is dropped and the next recount announces to everyone.
+    func handedOut(_ room: RoomName, count: Int) {
+        state.withLock { state in
+            switch state.lastSent[room] {
+            case nil: state.lastSent[room] = count
+            case count?: break
+            case _?: state.lastSent[room] = nil
+            }
+        }
+    }
+
     func markDirty(_ room: RoomName) {
         state.withLock { _ = $0.dirty.insert(room) }
     }
