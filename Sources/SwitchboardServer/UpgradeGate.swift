@@ -17,7 +17,9 @@ import Crypto
 /// `409 {"error":"nickname_taken"}` and so on. This handler sits right after the HTTP
 /// decoder, checks an upgrade request's head (asynchronously: a nickname claim needs the
 /// broker), writes the error response itself when the check fails, and otherwise lets the
-/// request through and removes itself.
+/// request through and removes itself. Accepted `/ws` upgrades and streams (`/sse`,
+/// `/iframe`) that are a connection's first request are served here without Hummingbird
+/// (`Decision.native`, `Decision.stream`): no task waits on those connections.
 final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart

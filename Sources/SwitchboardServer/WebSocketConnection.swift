@@ -3,9 +3,9 @@ import NIOCore
 import NIOWebSocket
 import SwitchboardCore
 
-/// One native WebSocket connection. Frames from the Hub are written straight to the
-/// NIO channel on its event loop (below Hummingbird's WebSocket handler, which still
-/// owns the inbound side, ping/pong and the close handshake).
+/// The outbound side of one native WebSocket connection. Frames from the Hub are written
+/// straight to the NIO channel on its event loop, pre-encoded, below NIO's frame encoder;
+/// `NativeWebSocketHandler` owns the inbound side, ping/pong and the close handshake.
 final class WebSocketConnection: Subscriber {
     let connectionID = ConnectionID.random()
     let nickname: Nickname
