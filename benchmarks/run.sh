@@ -9,6 +9,7 @@
 #   benchmarks/run.sh [idle|fanout|all]         (default: all)
 #   env: RUNS=3 DURATION=10 SIZES="1000 10000" RATES="10 100 1000" IDLE_N=10000 IDLE_ROOMS=100
 #        SWITCHBOARD_BIN=path (else: swift build -c release [--scratch-path $SCRATCH])
+#        SWITCHBOARD_ARGS="--join-leave-limit 0" (extra `serve` flags)
 #        SERVERS="switchboard nchan" OUT=dir BASE_PORT=19000 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 # Needs: redis-server, nginx with libnginx-mod-nchan (apt-get install -y nginx libnginx-mod-nchan).
 set -euo pipefail
@@ -71,6 +72,8 @@ start_redis() {  # PORT
 start_switchboard() {  # PORT [REDIS_URL]
     local args=(serve --host 127.0.0.1 --port "$1" --node-id "bench-$1" --log-level warning)
     [[ -n "${2:-}" ]] && args+=(--redis "$2")
+    # shellcheck disable=SC2206  # extra flags, split on spaces on purpose
+    [[ -n "${SWITCHBOARD_ARGS:-}" ]] && args+=($SWITCHBOARD_ARGS)
     SWITCHBOARD_API_KEY=$API_KEY SWITCHBOARD_SECRET=$SECRET SWITCHBOARD_MAX_CONNECTIONS_PER_IP=1000000 \
         "$SWITCHBOARD_BIN" "${args[@]}" >"$WORK/sb-$1.log" 2>&1 &
     PIDS+=($!)

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.xdist_group("browser")
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException, WebDriverException
+    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -149,6 +149,18 @@ class ChatPage:
 
     def find(self, css: str) -> Any:
         return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def click(self, css: str, timeout: float = 10.0) -> None:
+        """Clicks the element `css` names, finding it again if the page re-rendered it
+        between the find and the click (the room list is redrawn on presence updates)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.find(css).click()
+                return
+            except StaleElementReferenceException:
+                if time.monotonic() > deadline:
+                    raise
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
@@ -449,7 +461,7 @@ def test_online_count_updates(healthy: Cluster, pages: tuple[ChatPage, ChatPage]
     a.wait_online_count(2)
     b.wait_online_count(2)
     # B leaves the room (× in the room list): A's count drops.
-    b.find(f'#rooms li[data-room="{room}"] .leave').click()
+    b.click(f'#rooms li[data-room="{room}"] .leave')
     a.wait_online_count(1)
     # B comes back, then closes its tab.
     b.join(room)
