@@ -40,7 +40,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             context.fireChannelRead(data)
             return
         }
-        if expected.isEmpty, head.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+        if expected.isEmpty, head.isWebSocketUpgrade {
             context.fireChannelRead(data)
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
@@ -95,6 +95,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
             context.writeAndFlush(data, promise: written)
         }
+    }
+}
+
+extension HTTPRequestHead {
+    /// The request asks to become a WebSocket (`Upgrade: websocket`, any case).
+    public var isWebSocketUpgrade: Bool {
+        headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
     }
 }
 

@@ -272,13 +272,7 @@ public final class ChatService: Sendable {
             // on every open made n joins cost O(n²)); its own arrival marked the room for a
             // recount, which follows within the coalescing window if the count changed.
             for room in Set(rooms).sorted() {
-                if let count = presence.lastCount(room) {
-                    resets.append(.presence(room: room, count: count))
-                } else {
-                    let count = try await broker.presenceCount(of: room, now: clock())
-                    presence.handedOut(room, count: count)
-                    resets.append(.presence(room: room, count: count))
-                }
+                resets.append(.presence(room: room, count: try await presence.current(room)))
             }
             let welcome = ServerEvent.welcome(
                 nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport.rawValue,
@@ -296,12 +290,7 @@ public final class ChatService: Sendable {
     public func presenceSnapshot(_ rooms: [RoomName]) async -> [ServerEvent] {
         var events: [ServerEvent] = []
         for room in Set(rooms).sorted() {
-            if let count = presence.lastCount(room) {
-                events.append(.presence(room: room, count: count))
-            } else if let count = try? await broker.presenceCount(of: room, now: clock()) {
-                presence.handedOut(room, count: count)
-                events.append(.presence(room: room, count: count))
-            }
+            if let count = try? await presence.current(room) { events.append(.presence(room: room, count: count)) }
         }
         return events
     }
@@ -420,9 +409,7 @@ public final class ChatService: Sendable {
             switch event.kind {
             case .join(let room):
                 let head = try await join(room, session: session)
-                let count = try await broker.presenceCount(of: room, now: clock())
-                presence.handedOut(room, count: count)
-                return [.ack(ref: event.ref, id: head), .presence(room: room, count: count)]
+                return [.ack(ref: event.ref, id: head), .presence(room: room, count: try await presence.count(room))]
             case .leave(let room):
                 guard session.rooms.contains(room) else {
                     return [.error(ref: event.ref, code: .notJoined, message: "not in room \(room)")]

@@ -34,11 +34,24 @@ final class PresenceTracker: Sendable {
         state.withLock { $0.lastSent[room] }
     }
 
-    /// A count read from the broker and handed to a client (an opening, a poll): kept as
-    /// the last announced one, so the next recount does not send it again to members
-    /// that already have it. When it differs from the recorded count (two openings
-    /// raced), the record is dropped and the next recount announces to everyone.
-    func handedOut(_ room: RoomName, count: Int) {
+    /// The cluster-wide count of `room` from the broker, to hand to a client (a join).
+    /// It is kept as the last announced one, so the next recount does not send it again
+    /// to members that already have it; when it differs from the recorded count (two
+    /// openings raced), the record is dropped and the next recount announces to everyone.
+    func count(_ room: RoomName) async throws -> Int {
+        let count = try await broker.presenceCount(of: room, now: clock())
+        handedOut(room, count: count)
+        return count
+    }
+
+    /// The node's last announced count of `room`, else `count(room)` (an opening, a
+    /// poll: counting is O(members) in Redis, asking on every open made n joins O(n²)).
+    func current(_ room: RoomName) async throws -> Int {
+        if let count = lastCount(room) { return count }
+        return try await count(room)
+    }
+
+    private func handedOut(_ room: RoomName, count: Int) {
         state.withLock { state in
             switch state.lastSent[room] {
             case nil: state.lastSent[room] = count

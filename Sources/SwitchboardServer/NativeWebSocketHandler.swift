@@ -1,5 +1,4 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
 import SwitchboardCore
@@ -51,7 +50,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
             nickname: opening.identity.nickname, channel: channel, maxQueuedFrames: configuration.maxQueuedFrames,
             metrics: chat.metrics)
         self.connection = connection
-        WebSocketHeartbeat.of(context.eventLoop, interval: configuration.pingInterval).add(self, channel: channel)
+        WebSocketHeartbeat.of(context.eventLoop).add(self, channel: channel, interval: configuration.pingInterval)
         let (chat, opening) = (self.chat, self.opening)
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -202,7 +201,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
         inbox = []
-        WebSocketHeartbeat.of(context.eventLoop, interval: configuration.pingInterval).remove(self)
+        WebSocketHeartbeat.of(context.eventLoop).remove(self)
         if let session {
             self.session = nil
             let chat = self.chat
@@ -228,23 +227,22 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
 /// connection.
 final class WebSocketHeartbeat: Sendable {
     private let eventLoop: any EventLoop
-    private let interval: TimeAmount
     private let members: NIOLoopBoundBox<[ObjectIdentifier: (handler: NativeWebSocketHandler, channel: any Channel)]>
     private let task: NIOLoopBoundBox<RepeatedTask?>
 
-    private init(eventLoop: any EventLoop, interval: Duration) {
+    private init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
-        let (seconds, attoseconds) = interval.components
-        self.interval = .nanoseconds(max(1_000_000, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
         self.members = .makeBoxSendingValue([:], eventLoop: eventLoop)
         self.task = .makeBoxSendingValue(nil, eventLoop: eventLoop)
     }
 
-    /// On the loop.
-    func add(_ handler: NativeWebSocketHandler, channel: any Channel) {
+    /// On the loop. The first member starts the timer with its `interval` (every socket
+    /// of a node has the same).
+    func add(_ handler: NativeWebSocketHandler, channel: any Channel, interval: Duration) {
         members.value[ObjectIdentifier(handler)] = (handler, channel)
         guard task.value == nil else { return }
-        task.value = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+        let period = max(TimeAmount(interval), .milliseconds(1))
+        task.value = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in
             for (handler, channel) in members.value.values { handler.heartbeat(channel: channel) }
         }
     }
@@ -254,24 +252,8 @@ final class WebSocketHeartbeat: Sendable {
         members.value[ObjectIdentifier(handler)] = nil
     }
 
-    private static let loops = NIOLockedValueBoxPerLoop()
+    private static let loops = PerEventLoop(WebSocketHeartbeat.init)
 
-    static func of(_ eventLoop: any EventLoop, interval: Duration) -> WebSocketHeartbeat {
-        loops.of(eventLoop) { WebSocketHeartbeat(eventLoop: eventLoop, interval: interval) }
-    }
-}
-
-/// The heartbeat of each event loop, made on first use.
-private final class NIOLockedValueBoxPerLoop: Sendable {
-    private let values = NIOLockedValueBox<[ObjectIdentifier: WebSocketHeartbeat]>([:])
-
-    func of(_ eventLoop: any EventLoop, make: () -> WebSocketHeartbeat) -> WebSocketHeartbeat {
-        values.withLockedValue { values in
-            let key = ObjectIdentifier(eventLoop)
-            if let existing = values[key] { return existing }
-            let created = make()
-            values[key] = created
-            return created
-        }
-    }
+    /// The heartbeat of `eventLoop`.
+    static func of(_ eventLoop: any EventLoop) -> WebSocketHeartbeat { loops.of(eventLoop) }
 }

@@ -10,6 +10,7 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
 import SocketIO
+import SocketIOHummingbird
 import Crypto
 
 /// Refuses bad WebSocket upgrades with a real HTTP answer. Hummingbird answers every
@@ -74,7 +75,7 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
                 context.fireChannelRead(data)
                 return
             }
-            let isUpgrade = head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
+            let isUpgrade = head.isWebSocketUpgrade
             let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
             let isStream = head.method == .GET && (path == "/sse" || path == "/iframe")
             guard isUpgrade || isStream else {
@@ -173,9 +174,7 @@ extension UpgradeGate {
             // Outbound: the connection writes HTTP types parts from the tail.
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             try pipeline.addHandler(InputClosedHandler())
-            if let upgrader = try? pipeline.handler(type: NIOTypedHTTPServerUpgradeHandler<HTTP1WebSocketUpgradeChannel.UpgradeResult>.self) {
-                pipeline.removeHandler(upgrader, promise: nil)
-            }
+            Self.removeUpgradeHandler(pipeline)
         } catch {
             logger.warning("stream setup failed", metadata: ["error": "\(error)"])
             context.channel.close(promise: nil)
@@ -184,6 +183,14 @@ extension UpgradeGate {
         let channel = context.channel
         channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: opening.headers)), promise: nil)
         startStream(opening)
+    }
+
+    /// Removes Hummingbird's upgrade handler: its pending result fails, so Hummingbird's
+    /// connection task ends (the failure is logged at debug, `RefusedUpgradeLogFilter`).
+    private static func removeUpgradeHandler(_ pipeline: ChannelPipeline.SynchronousOperations) {
+        if let upgrader = try? pipeline.handler(type: NIOTypedHTTPServerUpgradeHandler<HTTP1WebSocketUpgradeChannel.UpgradeResult>.self) {
+            pipeline.removeHandler(upgrader, promise: nil)
+        }
     }
 
     /// RFC 6455 §4.2: answers 101 with the key's accept value, then swaps the HTTP
@@ -213,9 +220,7 @@ extension UpgradeGate {
             try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
             try pipeline.addHandler(WebSocketProtocolErrorHandler())
             try pipeline.addHandler(makeNative(opening))
-            if let upgrader = try? pipeline.handler(type: NIOTypedHTTPServerUpgradeHandler<HTTP1WebSocketUpgradeChannel.UpgradeResult>.self) {
-                pipeline.removeHandler(upgrader, promise: nil)
-            }
+            Self.removeUpgradeHandler(pipeline)
             if let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self) { pipeline.removeHandler(encoder, promise: nil) }
             // Last: bytes the client sent after its request go on to the WebSocket decoder.
             if let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self) {
@@ -260,8 +265,9 @@ struct GatedWebSocketChannel: ServerChildChannel {
     }
 
     func handle(value: HTTP1WebSocketUpgradeChannel.Value, logger: Logger) async {
-        // A refused upgrade closes the channel before Hummingbird's upgrade result is
-        // known, which it reports as an error; the gate already logged the refusal.
+        // A refused upgrade closes the channel, and a native one removes Hummingbird's
+        // upgrade handler, before its result is known; Hummingbird reports that as an
+        // error. The gate already logged the refusal.
         var quiet = logger
         quiet.handler = RefusedUpgradeLogFilter(wrapping: logger.handler)
         await inner.handle(value: value, logger: quiet)
