@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import contextlib
 import ctypes
 import itertools
 import json
@@ -401,6 +402,43 @@ class _ExitedEarly(Exception):
 # --------------------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------------------
+
+
+def conformance_bin() -> str:
+    return os.environ.get("SOCKETIO_CONFORMANCE_BIN",
+                          str(Path(__file__).resolve().parents[2] / ".build" / "debug" / "socketio-conformance"))
+
+
+@contextlib.contextmanager
+def conformance_server() -> Iterator[int]:
+    """Runs `socketio-conformance` on 127.0.0.1 and a free port; yields the port; stops it
+    and checks that it exited cleanly."""
+    binary = conformance_bin()
+    if not os.path.exists(binary):
+        raise RuntimeError(f"socketio-conformance not found at {binary}; build it (swift build) or set SOCKETIO_CONFORMANCE_BIN")
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="socketio-conformance-", suffix=".log", delete=False)
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"socketio-conformance did not start; log: {Path(log.name).read_text()[-4000:]}")
+            time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 0, f"socketio-conformance exited with {proc.returncode}"
 
 
 class RedisServer:

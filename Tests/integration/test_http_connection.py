@@ -8,11 +8,9 @@ which sends `Connection: close` by default and pools the socket unless told othe
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +19,6 @@ import pytest
 
 import switchboard_harness as h
 
-REPO = Path(__file__).resolve().parents[2]
 NODE_FETCH = Path("/usr/share/nodejs/node-fetch/src/index.js")
 
 
@@ -63,30 +60,8 @@ def heads(data: bytes) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def conformance_port() -> Iterator[int]:
-    binary = os.environ.get("SOCKETIO_CONFORMANCE_BIN", str(REPO / ".build" / "debug" / "socketio-conformance"))
-    if not os.path.exists(binary):
-        pytest.fail(f"socketio-conformance not found at {binary}")
-    port = h.free_port()
-    log = tempfile.NamedTemporaryFile(prefix="socketio-conformance-", suffix=".log", delete=False)
-    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"socketio-conformance did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.05)
-    try:
+    with h.conformance_server() as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def node_port(node: h.SwitchboardNode) -> int:

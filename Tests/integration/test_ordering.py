@@ -401,6 +401,19 @@ def verdict(audience: Audience, accepted: list[str], start: str, end: str, scena
 # --------------------------------------------------------------------------------------
 
 
+async def finish(audience: Audience, room: str, nodes: list[h.SwitchboardNode], accepted: list[str], start: str,
+                 scenario: str, what: str) -> None:
+    """After the writers: every accepted id is distinct; an end mark is published, and once
+    every subscriber has it (nothing older can follow it on a stream), the verdict."""
+    assert len(set(accepted)) == len(accepted), \
+        f"one id accepted twice: {[i for i, c in Counter(accepted).items() if c > 1][:5]}"
+    end = await publish_one(audience.http, nodes[-1], {"room": room, "event": {"type": "mark", "at": "end"}})
+    audience.end = end
+    await audience.wait_all_have(end, DELIVERY_TIMEOUT)
+    print(f"{scenario}: {len(accepted)} {what} to {len(audience.subscribers)} subscribers")
+    verdict(audience, accepted, start, end, scenario, nodes)
+
+
 def test_concurrent_http_publishers(nodes: list[h.SwitchboardNode], broker: str) -> None:
     """8 HTTP clients at once send 800 `POST /api/publish` (in a cluster each alternates
     between the nodes); every subscriber gets all 800 once, in id order."""
@@ -436,15 +449,7 @@ def test_concurrent_http_publishers(nodes: list[h.SwitchboardNode], broker: str)
             sent_in = time.monotonic() - t0
             assert not errors, f"{len(errors)} publishes not accepted: {errors[:5]}"
             assert len(accepted) == PUBLISHERS * EVENTS_PER_PUBLISHER
-            assert len(set(accepted)) == len(accepted), \
-                f"one id answered twice: {[i for i, c in Counter(accepted).items() if c > 1][:5]}"
-
-            end = await publish_one(audience.http, nodes[-1], {"room": room, "event": {"type": "mark", "at": "end"}})
-            audience.end = end
-            await audience.wait_all_have(end, DELIVERY_TIMEOUT)
-            print(f"{scenario}: {len(accepted)} events accepted in {sent_in:.1f}s "
-                  f"to {len(audience.subscribers)} subscribers")
-            verdict(audience, accepted, start, end, scenario, nodes)
+            await finish(audience, room, nodes, accepted, start, scenario, f"events accepted in {sent_in:.1f}s")
         finally:
             await audience.close()
 
@@ -493,14 +498,7 @@ def test_concurrent_websocket_says(nodes: list[h.SwitchboardNode], broker: str) 
             problems = [p for _, ps in results for p in ps]
             assert not problems, f"{len(problems)} says not acked: {problems[:5]}"
             assert len(accepted) == SAY_USERS * SAYS_PER_USER
-            assert len(set(accepted)) == len(accepted), \
-                f"one id acked twice: {[i for i, c in Counter(accepted).items() if c > 1][:5]}"
-
-            end = await publish_one(audience.http, nodes[-1], {"room": room, "event": {"type": "mark", "at": "end"}})
-            audience.end = end
-            await audience.wait_all_have(end, DELIVERY_TIMEOUT)
-            print(f"{scenario}: {len(accepted)} says acked in {sent_in:.1f}s to {len(audience.subscribers)} subscribers")
-            verdict(audience, accepted, start, end, scenario, nodes)
+            await finish(audience, room, nodes, accepted, start, scenario, f"says acked in {sent_in:.1f}s")
         finally:
             await audience.close()
 

@@ -17,13 +17,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
-import socket
-import subprocess
-import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 import httpx
@@ -31,19 +26,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+import switchboard_harness as h
+
 PING_INTERVAL = 0.300
 PING_TIMEOUT = 0.200
-REPO = Path(__file__).resolve().parents[2]
-
-
-def conformance_bin() -> str:
-    return os.environ.get("SOCKETIO_CONFORMANCE_BIN", str(REPO / ".build" / "debug" / "socketio-conformance"))
-
-
-def free_port() -> int:
-    # The harness's allocator: under pytest-xdist each worker has its own port range.
-    from switchboard_harness import free_port as harness_free_port
-    return harness_free_port()
 
 
 class Server:
@@ -55,32 +41,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    binary = conformance_bin()
-    if not os.path.exists(binary):
-        pytest.fail(f"socketio-conformance not found at {binary}; build it (swift build) or set SOCKETIO_CONFORMANCE_BIN")
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="socketio-conformance-", suffix=".log", delete=False)
-    proc = subprocess.Popen([binary, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"socketio-conformance did not start; log: {Path(log.name).read_text()[-4000:]}")
-            time.sleep(0.05)
-    try:
+    with h.conformance_server() as port:
         yield Server(port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.returncode == 0, f"socketio-conformance exited with {proc.returncode}"
 
 
 ATTEMPTS = 3
