@@ -27,11 +27,15 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
+        // The JSON value type, its writer, and percent-decoding: a leaf both the chat core and
+        // the pure Socket.IO packets use.
+        .target(name: "SwitchboardJSON", swiftSettings: strict),
         // Identifiers, events, codecs, tokens, the Hub and the Broker protocol with its
         // in-memory implementation. No NIO, HTTP or Redis.
         .target(
             name: "SwitchboardCore",
             dependencies: [
+                "SwitchboardJSON",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -53,14 +57,14 @@ let package = Package(
             swiftSettings: strict
         ),
         // Pure Engine.IO v4 / Socket.IO v5 packets and session state machines. No I/O.
-        .target(name: "SocketIO", dependencies: ["SwitchboardCore"], swiftSettings: strict),
+        .target(name: "SocketIO", dependencies: ["SwitchboardJSON"], swiftSettings: strict),
         // The SocketIO module over Hummingbird: Engine.IO endpoints (polling, WebSocket,
         // upgrade) with per-loop sessions and Socket.IO handlers. Shared by the
         // conformance server and the main server.
         .target(
             name: "SocketIOHummingbird",
             dependencies: [
-                "SocketIO", "SwitchboardCore",
+                "SocketIO", "SwitchboardCore", "SwitchboardJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -151,10 +155,19 @@ let package = Package(
             dependencies: ["SwitchboardCore", "SwitchboardRedis", "BrokerConformance"],
             swiftSettings: strict
         ),
-        .testTarget(name: "SocketIOTests", dependencies: ["SocketIO"], swiftSettings: strict),
+        .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "SwitchboardJSON"], swiftSettings: strict),
         .testTarget(
             name: "SwitchboardSocketIOTests",
             dependencies: ["SwitchboardSocketIO", "SocketIO", "SwitchboardCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SwitchboardServerTests",
+            dependencies: [
+                "SwitchboardServer", "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// The data of the `open` packet (engine.io-protocol, "Handshake").
 public struct EngineIOHandshake: Sendable, Equatable, Hashable {

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// An error answered to an HTTP request, with the stable codes and messages of the
 /// reference server: status 400 (403 for `forbidden`, 413 for `payloadTooLarge`) and

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// Socket.IO server settings: plain data.
 public struct SocketIOConfiguration: Sendable, Equatable {

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// The Socket.IO side of one Engine.IO session as a state machine: which namespaces it
 /// joined, the connect timeout, ack IDs in both directions. Fed with the session's

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// Decodes the Engine.IO messages of one connection into Socket.IO packets. A binary
 /// packet's text announces N attachments; the decoder then waits for N binary messages

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// The Socket.IO v5 packet types and their wire digits.
 public enum SocketIOPacketType: UInt8, Sendable, CaseIterable {

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// The Socket.IO connections of one endpoint, keyed by Engine.IO session ID: a pure
 /// state machine that sits on top of ``EngineIOServer``. Feed it the engine's

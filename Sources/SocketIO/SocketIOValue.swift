@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 
 /// A Socket.IO argument: JSON, plus binary leaves anywhere in it. On the wire each
 /// binary leaf becomes a `{"_placeholder":true,"num":N}` object and travels as the N-th

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import SocketIO
+import SwitchboardJSON
 
 extension EngineIOEndpoint {
     /// Answers an HTTP request to the endpoint's path: handshake, poll or POST, or the
@@ -60,8 +61,8 @@ extension EngineIOEndpoint {
         var result: [String: String] = [:]
         for pair in (query ?? "").split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = String(parts[0]).percentDecoded ?? String(parts[0])
-            let value = parts.count > 1 ? (String(parts[1]).percentDecoded ?? String(parts[1])) : ""
+            let key = PercentDecoding.decode(parts[0]) ?? String(parts[0])
+            let value = parts.count > 1 ? (PercentDecoding.decode(parts[1]) ?? String(parts[1])) : ""
             if result[key] == nil { result[key] = value }
         }
         return result
@@ -104,33 +105,5 @@ extension EngineIOEndpoint {
             headers[.accessControlAllowHeaders] = requested
         }
         return Response(status: .noContent, headers: headers)
-    }
-}
-
-extension String {
-    /// Percent-decoding without Foundation; `nil` when an escape is malformed or the
-    /// result is not UTF-8. `+` is left alone (the clients escape spaces as `%20`).
-    var percentDecoded: String? {
-        var bytes: [UInt8] = []
-        var iterator = utf8.makeIterator()
-        while let byte = iterator.next() {
-            guard byte == UInt8(ascii: "%") else {
-                bytes.append(byte)
-                continue
-            }
-            guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue)
-            else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

@@ -1,4 +1,4 @@
-import SwitchboardCore
+import SwitchboardJSON
 import Testing
 
 @testable import SocketIO
