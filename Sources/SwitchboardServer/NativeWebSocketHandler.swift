@@ -14,7 +14,7 @@ import Synchronization
 /// handled one after the other in order; binary messages are answered with an error;
 /// pings are answered; a close is echoed and the connection ends. Outbound frames from the
 /// Hub go through `WebSocketConnection` (gate, backpressure, slow-consumer close).
-final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler, HeartbeatMember {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
@@ -47,10 +47,10 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     func handlerAdded(context: ChannelHandlerContext) {
         let channel = context.channel
         let connection = WebSocketConnection(
-            nickname: opening.identity.nickname, channel: channel, maxQueuedFrames: configuration.maxQueuedFrames,
-            metrics: chat.metrics)
+            nickname: opening.identity.nickname, eventLoop: context.eventLoop, sink: WebSocketSink(channel: channel),
+            maxQueuedFrames: configuration.maxQueuedFrames, metrics: chat.metrics)
         self.connection = connection
-        WebSocketHeartbeat.of(context.eventLoop).add(self, channel: channel, interval: configuration.pingInterval)
+        Heartbeat.webSockets(context.eventLoop).add(self, interval: configuration.pingInterval)
         let (chat, opening) = (self.chat, self.opening)
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
@@ -88,7 +88,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
             }
             session = opened.session
             let hub = chat.hub
-            connection.open(
+            connection.openNow(
                 welcome: hub.encode(opened.welcome, format: .native, stream: nil, id: nil, envelope: nil),
                 backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
                     + opened.backlog.map { hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope) },
@@ -201,7 +201,8 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
         inbox = []
-        WebSocketHeartbeat.of(context.eventLoop).remove(self)
+        connection?.markClosed()
+        Heartbeat.webSockets(context.eventLoop).remove(self)
         if let session {
             self.session = nil
             let chat = self.chat
@@ -212,48 +213,13 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Called by the heartbeat: a ping, or the close of a client that did not answer the
     /// last one.
-    func heartbeat(channel: any Channel) {
-        guard !closed else { return }
+    func heartbeat() {
+        guard !closed, let connection else { return }
         if awaitingPong {
-            connection?.close(code: .goingAway, reason: "ping timeout")
+            connection.close(code: .goingAway, reason: "ping timeout")
             return
         }
         awaitingPong = true
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
+        connection.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
     }
-}
-
-/// One timer per event loop pings every native WebSocket on it, instead of one timer per
-/// connection.
-final class WebSocketHeartbeat: Sendable {
-    private let eventLoop: any EventLoop
-    private let members: NIOLoopBoundBox<[ObjectIdentifier: (handler: NativeWebSocketHandler, channel: any Channel)]>
-    private let task: NIOLoopBoundBox<RepeatedTask?>
-
-    private init(eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-        self.members = .makeBoxSendingValue([:], eventLoop: eventLoop)
-        self.task = .makeBoxSendingValue(nil, eventLoop: eventLoop)
-    }
-
-    /// On the loop. The first member starts the timer with its `interval` (every socket
-    /// of a node has the same).
-    func add(_ handler: NativeWebSocketHandler, channel: any Channel, interval: Duration) {
-        members.value[ObjectIdentifier(handler)] = (handler, channel)
-        guard task.value == nil else { return }
-        let period = max(TimeAmount(interval), .milliseconds(1))
-        task.value = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in
-            for (handler, channel) in members.value.values { handler.heartbeat(channel: channel) }
-        }
-    }
-
-    /// On the loop.
-    func remove(_ handler: NativeWebSocketHandler) {
-        members.value[ObjectIdentifier(handler)] = nil
-    }
-
-    private static let loops = PerEventLoop(WebSocketHeartbeat.init)
-
-    /// The heartbeat of `eventLoop`.
-    static func of(_ eventLoop: any EventLoop) -> WebSocketHeartbeat { loops.of(eventLoop) }
 }

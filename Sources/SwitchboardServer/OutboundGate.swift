@@ -54,13 +54,11 @@ struct OutboundGate {
         if let user = start.user { cursor.advance(.user(nickname), to: user) }
     }
 
-    /// Seeds positions (the welcome cursor), then switches to live; returns the held
-    /// frames still to write, in order.
-    mutating func goLive(from start: Cursor) -> [Frame] {
-        seed(start)
+    /// Switches to live; returns the frames held meanwhile, in arrival order (each still
+    /// to pass `advance`: the backlog may have covered them).
+    mutating func goLive() -> [Frame] {
         isLive = true
-        let held = pending
-        pending = []
-        return held.filter { advance($0) }
+        defer { pending = [] }
+        return pending
     }
 }

@@ -7,77 +7,51 @@ import SwitchboardCore
 import SwitchboardSocketIO
 
 /// One Socket.IO socket (an Engine.IO session's membership of one namespace) as the Hub
-/// sees it: a `Subscriber` of the namespace's `socketio` wire format, living on the
-/// session's event loop. Frames from the Hub pass the same `OutboundGate` as every
-/// transport (live frames wait for the opening events, duplicates by id and exclusions
-/// are dropped), then go to the Engine.IO session as the messages the frame holds —
-/// decoded once per frame per loop, so every socket shares them.
-final class SocketIOSubscriber: Subscriber {
-    let connectionID = ConnectionID.random()
-    let nickname: Nickname
-    let format: WireFormat
+/// sees it: a `Connection` of the namespace's `socketio` wire format, on the session's
+/// event loop, with the same gate as every transport.
+typealias SocketIOSubscriber = Connection<SocketIOSink>
+
+/// Frames go to the Engine.IO session as the messages the frame holds — decoded once per
+/// frame per loop, so every socket shares them. The session has its own bounded queue.
+struct SocketIOSink: ConnectionSink {
     let socket: SocketIOSocket
-    private let delivery: EventLoopDelivery
     private let frames: SocketIOFrameCache
-    private let state: NIOLoopBoundBox<State>
-    private let metrics: Metrics?
 
-    struct State {
-        var gate: OutboundGate
-        var closed = false
-    }
-
-    var loop: any DeliveryLoop { delivery }
-
-    init(socket: SocketIOSocket, nickname: Nickname, maxQueuedFrames: Int, metrics: Metrics? = nil) {
+    init(socket: SocketIOSocket) {
         self.socket = socket
-        self.nickname = nickname
-        self.format = SocketIOWireFormat.format(namespace: socket.namespace)
-        self.delivery = EventLoopDelivery.of(socket.eventLoop)
         self.frames = SocketIOFrameCache.of(socket.eventLoop)
-        self.metrics = metrics
-        self.state = NIOLoopBoundBox.makeBoxSendingValue(
-            State(gate: OutboundGate(nickname: nickname, connection: connectionID, maxPending: maxQueuedFrames * 4)),
-            eventLoop: socket.eventLoop)
     }
 
-    func receive(_ frame: Frame) {
-        guard !state.value.closed else { return }
-        switch state.value.gate.admit(frame) {
-        case .write: write(frame)
-        case .hold, .drop: break
-        case .stale: metrics?.count("gate_drops", "not_newer")
-        case .overflow:
-            metrics?.count("disconnects", "slow_consumer")
-            close(reason: .slowConsumer)
-        }
-    }
+    var isWritable: Bool { true }
 
-    /// Every write reaches the session at once (a WebSocket write is flushed per batch
-    /// of the session's own actions).
-    func flush() {}
-
-    /// Writes the opening events (on the loop), then lets live frames through.
-    func open(initial: [Frame]) {
-        delivery.eventLoop.execute {
-            guard !self.state.value.closed else { return }
-            for frame in initial { self.write(frame) }
-            for frame in self.state.value.gate.goLive(from: Cursor()) { self.write(frame) }
-        }
-    }
-
-    private func write(_ frame: Frame) {
+    func write(_ frame: Frame, position: Cursor?, delivery: EventLoopDelivery) {
         let (messages, webSocketFrames) = frames.decoded(frame)
         _ = socket.sendEncoded(messages, webSocketFrames: webSocketFrames)
     }
 
-    /// Closes the whole Engine.IO session (the client reconnects, elsewhere when the
-    /// node drains).
-    func close(reason: CloseReason) {
-        delivery.eventLoop.execute {
-            guard !self.state.value.closed else { return }
-            self.state.value.closed = true
-            self.socket.closeSession()
+    /// Every write reaches the session at once (a WebSocket write is flushed per batch of
+    /// the session's own actions).
+    func flush() {}
+
+    /// Closes the whole Engine.IO session (the client reconnects, elsewhere when the node
+    /// drains).
+    func end(_ reason: CloseReason) { socket.closeSession() }
+}
+
+extension Connection where Sink == SocketIOSink {
+    convenience init(socket: SocketIOSocket, nickname: Nickname, maxQueuedFrames: Int, metrics: Metrics?) {
+        self.init(
+            nickname: nickname, format: SocketIOWireFormat.format(namespace: socket.namespace), eventLoop: socket.eventLoop,
+            sink: SocketIOSink(socket: socket), maxQueuedFrames: maxQueuedFrames, metrics: metrics)
+    }
+
+    var socket: SocketIOSocket { sink.socket }
+
+    /// Writes the opening events (on the loop), then lets live frames through.
+    func open(initial: [Frame]) {
+        eventLoop.execute {
+            guard let first = initial.first else { return self.openNow(welcome: nil, backlog: [], cursor: Cursor()) }
+            self.openNow(welcome: first, backlog: Array(initial.dropFirst()), cursor: Cursor())
         }
     }
 }

@@ -43,8 +43,8 @@ struct StreamTransport {
             }
         }
         let connection = HTTPStreamConnection(
-            nickname: identity.nickname, channel: channel, framing: framing, maxQueuedFrames: configuration.maxQueuedFrames,
-            metrics: chat.metrics)
+            nickname: identity.nickname, eventLoop: channel.eventLoop, sink: StreamSink(channel: channel, framing: framing),
+            maxQueuedFrames: configuration.maxQueuedFrames, metrics: chat.metrics)
         let opened: ChatService.Opened
         do {
             opened = try await chat.open(
@@ -70,14 +70,13 @@ struct StreamTransport {
     func start(_ opening: Opening) {
         let hub = chat.hub
         let opened = opening.opened
-        let keepAlive = TimeAmount.nanoseconds(Int64(configuration.streamKeepAlive.components.seconds) * 1_000_000_000)
-        opening.connection.open(
+        opening.connection.start(
             welcome: hub.encode(opened.welcome, format: .native, stream: nil, id: nil, envelope: nil),
             backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
                 + opened.backlog.map {
                     hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope)
                 },
-            cursor: opened.cursor, keepAlive: keepAlive, retryMilliseconds: 2000)
+            cursor: opened.cursor, keepAlive: configuration.streamKeepAlive, retryMilliseconds: 2000)
     }
 
     /// The framing a first request asks for, if it is a stream (`/sse`, `/iframe` with a
@@ -106,7 +105,7 @@ struct StreamTransport {
             headers: opening.headers,
             body: ResponseBody { _ in
                 transport.start(opening)
-                try? await opening.connection.finished.futureResult.get()
+                try? await opening.connection.sink.finished.futureResult.get()
                 await chat.close(opening.opened.session)
             })
     }

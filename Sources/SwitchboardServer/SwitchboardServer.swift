@@ -105,7 +105,7 @@ extension SwitchboardServer {
                             let opening = try await streams.open(request, channel: channel, framing: framing)
                             // The session ends with the stream, however it ends (also when
                             // the client left before the stream started).
-                            opening.connection.finished.futureResult.whenComplete { _ in
+                            opening.connection.sink.finished.futureResult.whenComplete { _ in
                                 Task { await chat.close(opening.opened.session) }
                             }
                             return .stream(opening)
