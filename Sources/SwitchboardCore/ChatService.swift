@@ -7,36 +7,27 @@ public final class ChatService: Sendable {
     public let configuration: ChatConfiguration
     public let broker: any Broker
     public let hub: Hub
-    private let signer: TokenSigner
-    private let logger: Logger
-    private let clock: @Sendable () -> Int64
+    let signer: TokenSigner
+    let logger: Logger
+    let clock: @Sendable () -> Int64
     let presence: PresenceTracker
     let cache: StreamCache
     /// Counters for `/metrics` (the hub's).
     public var metrics: Metrics { hub.metrics }
     private let statelessLimiter: SessionRateLimiter
-    private let state = Mutex(State())
-    private let subscriptions = StreamSubscriptions()
-    /// Broker generations whose gap is to be filled, consumed by `run` (the gap fill's owner).
-    private let gapFills = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
-
-    struct State {
-        /// Live local connections per nickname, with the session id holding the claim.
-        var identities: [Nickname: (session: String, connections: Int)] = [:]
-        /// The newest id this node saw per stream (to fill gaps after a reconnect).
-        var seen: [StreamKey: MessageID] = [:]
-        /// Between a broker loss and the end of the gap fill: live messages are held.
-        var recovering = false
-        var held: [(StreamKey, MessageID?, Envelope)] = []
-        /// Counts broker losses, so a stale gap fill does not release held messages.
-        var generation = 0
-        /// Open sessions per transport name.
-        var transports: [Transport: Int] = [:]
-        /// Every open session of this node.
-        var sessions: [ConnectionID: Session] = [:]
-        /// Open sessions per client address (admitted in `admit`).
-        var perRemote: [String: Int] = [:]
+    /// Open sessions and connection limits.
+    public let admission: Admission
+    /// Nicknames held by this node's sessions, kept alive in the broker.
+    public let claims: NicknameClaims
+    /// Once per id, in order, held during a gap fill.
+    let relay = StreamRelay()
+    let subscriptions = StreamSubscriptions()
+    /// This node in `/cluster`.
+    public var node: NodeHeartbeat {
+        NodeHeartbeat(broker: broker, metrics: metrics, clock: clock, status: { [self] in localStatus })
     }
+    /// Broker generations whose gap is to be filled, consumed by `run` (the gap fill's owner).
+    let gapFills = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     public init(
         configuration: ChatConfiguration, broker: any Broker, hub: Hub, signer: TokenSigner, logger: Logger,
@@ -51,6 +42,9 @@ public final class ChatService: Sendable {
         self.cache = StreamCache(capacity: configuration.replayLimit)
         self.statelessLimiter = SessionRateLimiter(rate: configuration.ratePerSecond, burst: configuration.rateBurst)
         self.presence = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: clock)
+        self.admission = Admission(
+            maxConnections: configuration.maxConnections, maxPerAddress: configuration.maxConnectionsPerAddress)
+        self.claims = NicknameClaims(broker: broker, ttlSeconds: configuration.nicknameClaimSeconds, logger: logger)
     }
 
     public var nodeID: String { configuration.nodeID }
@@ -66,98 +60,12 @@ public final class ChatService: Sendable {
     public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.presence.run() }
-            group.addTask { await self.refreshClaims() }
-            group.addTask { await self.heartbeats() }
+            group.addTask { await self.claims.run() }
+            group.addTask { await self.node.run() }
             group.addTask {
                 for await generation in self.gapFills.stream { await self.fillGaps(generation: generation) }
             }
         }
-    }
-
-    private func brokerEvent(_ event: BrokerEvent) {
-        switch event {
-        case .message(let stream, let id, let envelope):
-            metrics.brokerMessages.add(1, ordering: .relaxed)
-            // While the gap after an outage is being filled from history, live messages
-            // wait: delivering a newer one first would make every connection drop the
-            // older history entries as duplicates.
-            let held = state.withLock { state -> Bool in
-                guard state.recovering else { return false }
-                state.held.append((stream, id, envelope))
-                return true
-            }
-            if !held { deliver(stream: stream, id: id, envelope: envelope) }
-        case .disconnected:
-            state.withLock { state in
-                state.recovering = true
-                state.generation += 1
-            }
-            cache.dropAll()
-            metrics.brokerDisconnects.add(1, ordering: .relaxed)
-            logger.warning("broker connection lost")
-        case .reconnected:
-            metrics.brokerReconnects.add(1, ordering: .relaxed)
-            logger.info("broker reconnected; filling the gap from history")
-            let generation = state.withLock { $0.generation }
-            gapFills.continuation.yield(generation)
-        }
-    }
-
-    /// Hands one message of `stream` to the local connections, once per id per node.
-    private func deliver(stream: StreamKey, id: MessageID?, envelope: Envelope) {
-        if let id {
-            let fresh = state.withLock { state -> Bool in
-                if let seen = state.seen[stream], seen >= id { return false }
-                state.seen[stream] = id
-                return true
-            }
-            guard fresh else { return }
-            cache.append(StreamEntry(stream: stream, id: id, envelope: envelope))
-        }
-        switch envelope.event {
-        case .joined(let room, _), .left(let room, _): presence.markDirty(room)
-        default: break
-        }
-        hub.deliver(envelope.event, stream: stream, id: id, envelope: envelope)
-    }
-
-    /// After a broker outage: deliver what each local stream missed, in order, then the
-    /// live messages held meanwhile (duplicates dropped by id); refresh presence and
-    /// claims. Abandoned if the broker is lost again meanwhile (the next reconnect
-    /// starts over).
-    func fillGaps(generation: Int) async {
-        let seen = state.withLock { $0.seen }
-        for stream in hub.streams {
-            do {
-                cache.prepare(stream)
-                var after = seen[stream]
-                while true {
-                    let page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
-                    for entry in page.entries { deliver(stream: entry.stream, id: entry.id, envelope: entry.envelope) }
-                    guard page.entries.count == configuration.replayLimit, let last = page.entries.last?.id else { break }
-                    after = last
-                }
-                cache.start(stream, base: try await broker.head(of: stream) ?? .zero)
-            } catch {
-                logger.warning("history after reconnect failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
-            }
-        }
-        // Release what arrived live meanwhile, until nothing is held.
-        while true {
-            let batch = state.withLock { state -> [(StreamKey, MessageID?, Envelope)]? in
-                guard state.generation == generation else { return nil }
-                if state.held.isEmpty {
-                    state.recovering = false
-                    return nil
-                }
-                defer { state.held = [] }
-                return state.held
-            }
-            guard let batch else { break }
-            for (stream, id, envelope) in batch { deliver(stream: stream, id: id, envelope: envelope) }
-        }
-        await presence.refresh()
-        await refreshClaimsOnce()
     }
 
     /// SIGTERM: tells every local connection to reconnect elsewhere, then waits up to
@@ -168,50 +76,13 @@ public final class ChatService: Sendable {
         for subscriber in subscribers { subscriber.close(reason: .serviceRestart) }
         metrics.count("disconnects", "drain", by: subscribers.count)
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline, !state.withLock({ $0.transports.isEmpty }) {
+        while ContinuousClock.now < deadline, !admission.isEmpty {
             try? await Task.sleep(for: .milliseconds(50))
             // Parked sessions (polling clients) have no socket to close: end them here.
-            let parked = state.withLock { $0.sessions.values.filter { $0.transport.isPolling } }
-            for session in parked { await close(session) }
+            for session in admission.sessions where session.transport.isPolling { await close(session) }
         }
         // Whatever is left: leave its rooms now so presence is right on the other nodes.
-        for session in state.withLock({ Array($0.sessions.values) }) { await close(session) }
-    }
-
-    // MARK: Login and tokens
-
-    public struct Login: Sendable {
-        public var token: String
-        public var identity: Identity
-    }
-
-    /// `POST /api/login`: validates, claims the nickname cluster-wide, signs a token.
-    public func login(nickname rawNickname: String?, avatar rawAvatar: String?) async -> Result<Login, EventError> {
-        guard let rawNickname, let nickname = Nickname(rawNickname) else {
-            return .failure(EventError(.invalidNickname, "a nickname is 1–32 characters, no control characters, no leading or trailing spaces, no |"))
-        }
-        let avatar = rawAvatar ?? ""
-        guard avatar.utf8.count <= configuration.maxAvatarBytes, avatar.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
-        else {
-            return .failure(EventError(.invalidMessage, "avatar must be at most \(configuration.maxAvatarBytes) bytes of printable text"))
-        }
-        let session = hex64(UInt64.random(in: .min ... .max)) + hex64(UInt64.random(in: .min ... .max))
-        do {
-            guard try await broker.claimNickname(nickname, session: session, ttlSeconds: configuration.nicknameClaimSeconds) else {
-                return .failure(EventError(.nicknameTaken, "the nickname \(nickname) is in use"))
-            }
-        } catch {
-            return .failure(EventError(.unavailable, "the cluster backend is unavailable; try again"))
-        }
-        let now = clock() / 1000
-        let identity = Identity(
-            nickname: nickname, avatar: avatar, session: session, issuedAt: now,
-            expiresAt: now + configuration.tokenLifetimeSeconds)
-        return .success(Login(token: signer.sign(identity), identity: identity))
-    }
-
-    public func authenticate(_ token: String) -> Identity? {
-        signer.verify(token, now: clock() / 1000)
+        for session in admission.sessions { await close(session) }
     }
 
     // MARK: Sessions
@@ -240,27 +111,19 @@ public final class ChatService: Sendable {
         guard rooms.count <= configuration.maxRoomsPerConnection else {
             throw EventError(.tooManyRooms, "at most \(configuration.maxRoomsPerConnection) rooms per connection")
         }
-        if let refusal = admit(remote: remote) { throw refusal }
+        if let refusal = admission.admit(remote: remote) { throw refusal }
         do {
-            let held = claimed
-                ? true
-                : try await broker.claimNickname(identity.nickname, session: identity.session, ttlSeconds: configuration.nicknameClaimSeconds)
+            let held = claimed ? true : try await claims.claim(identity.nickname, session: identity.session)
             guard held else { throw EventError(.nicknameTaken, "the nickname \(identity.nickname) is held by another session") }
-        } catch let error as EventError {
-            throw error
         } catch {
+            admission.abandoned(remote: remote)
+            if let error = error as? EventError { throw error }
             throw EventError(.unavailable, "the cluster backend is unavailable")
         }
         let session = Session(
             identity: identity, subscriber: subscriber, transport: transport, burst: configuration.rateBurst, remote: remote)
-        state.withLock { state in
-            var entry = state.identities[identity.nickname] ?? (identity.session, 0)
-            entry.session = identity.session
-            entry.connections += 1
-            state.identities[identity.nickname] = entry
-            state.transports[transport, default: 0] += 1
-            state.sessions[session.connectionID] = session
-        }
+        claims.opened(identity.nickname, session: identity.session)
+        admission.opened(session)
         do {
             try await attach(subscriber, to: .user(identity.nickname))
             for room in Set(rooms) { try await join(room, session: session) }
@@ -295,76 +158,9 @@ public final class ChatService: Sendable {
         return events
     }
 
-    /// Connection limits: per node and per client address. Counts the connection when it
-    /// is admitted; `close` releases it.
-    private func admit(remote: String?) -> EventError? {
-        state.withLock { state in
-            guard state.sessions.count < configuration.maxConnections else {
-                return EventError(.tooManyConnections, "this node is full; try another")
-            }
-            if let remote {
-                guard (state.perRemote[remote] ?? 0) < configuration.maxConnectionsPerAddress else {
-                    return EventError(.tooManyConnections, "too many connections from your address")
-                }
-                state.perRemote[remote, default: 0] += 1
-            }
-            return nil
-        }
-    }
-
     /// Whether a new connection from `remote` would be admitted now (for refusing
     /// WebSocket upgrades before they happen).
-    public func wouldAdmit(remote: String?) -> Bool {
-        state.withLock { state in
-            state.sessions.count < configuration.maxConnections
-                && (remote.map { (state.perRemote[$0] ?? 0) < configuration.maxConnectionsPerAddress } ?? true)
-        }
-    }
-
-    /// Reads what a client following `rooms` and its own private stream missed after
-    /// `cursor`: the entries to send (exclusions applied), `reset`s for streams whose
-    /// window it fell behind, and its cursor (streams it had no position for start at
-    /// their head; empty streams at `0-0`). Call after subscribing.
-    public func catchUp(
-        _ identity: Identity, rooms: [RoomName], after cursor: Cursor?, connection: ConnectionID?
-    ) async throws -> (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor) {
-        var position = Cursor()
-        var backlog: [StreamEntry] = []
-        var resets: [ServerEvent] = []
-        let streams: [StreamKey] = [.user(identity.nickname)] + Set(rooms).sorted().map { .room($0) }
-        for stream in streams {
-            if let after = cursor?[stream] {
-                position.advance(stream, to: after)
-                let page: HistoryPage
-                if let cached = cache.read(stream, after: after, limit: configuration.replayLimit) {
-                    page = HistoryPage(entries: cached, gap: false)
-                } else {
-                    page = try await broker.history(of: stream, after: after, limit: configuration.replayLimit)
-                }
-                if page.gap {
-                    metrics.historyResets.add(1, ordering: .relaxed)
-                    var room: RoomName?
-                    if case .room(let name) = stream { room = name }
-                    resets.append(.reset(room: room, cursor: ""))
-                }
-                for entry in page.entries
-                where entry.envelope.excludeNickname != identity.nickname
-                    && (entry.envelope.excludeConnection == nil || entry.envelope.excludeConnection != connection)
-                    && entry.envelope.isReplayable(to: identity.session)
-                {
-                    backlog.append(entry)
-                }
-            } else {
-                // Empty streams start at 0-0, so a resume gets their first message too.
-                if let head = cache.head(stream) {
-                    position.advance(stream, to: head)
-                } else {
-                    position.advance(stream, to: try await broker.head(of: stream) ?? .zero)
-                }
-            }
-        }
-        return (backlog, resets, position)
-    }
+    public func wouldAdmit(remote: String?) -> Bool { admission.wouldAdmit(remote: remote) }
 
     /// Ends a session: leaves its rooms, drops its subscriptions when it was the last
     /// local member. Idempotent.
@@ -372,17 +168,8 @@ public final class ChatService: Sendable {
         guard let rooms = session.markClosed() else { return }
         for room in rooms { await detach(session, from: room) }
         let nickname = session.identity.nickname
-        state.withLock { state in
-            if state.sessions.removeValue(forKey: session.connectionID) != nil, let remote = session.remote {
-                let left = (state.perRemote[remote] ?? 1) - 1
-                state.perRemote[remote] = left <= 0 ? nil : left
-            }
-            let open = (state.transports[session.transport] ?? 1) - 1
-            state.transports[session.transport] = open <= 0 ? nil : open
-            guard var entry = state.identities[nickname] else { return }
-            entry.connections -= 1
-            state.identities[nickname] = entry.connections <= 0 ? nil : entry
-        }
+        admission.released(session)
+        claims.closed(nickname)
         if let change = hub.remove(session.subscriber, from: .user(nickname)), change.streamEdge {
             await unsubscribe(.user(nickname))
         }
@@ -578,111 +365,6 @@ public final class ChatService: Sendable {
         return max(local, cluster) < configuration.joinLeaveLimit
     }
 
-    private func attach(_ subscriber: any Subscriber, to stream: StreamKey) async throws {
-        hub.add(subscriber, to: stream)
-        try await subscribe(stream)
-    }
-
-    /// Returns once the broker delivers `stream` to this node — at once when it already
-    /// does; otherwise after the subscription (and any change of it asked before) is
-    /// done. Every member calls it, not only the first: a member that arrives while the
-    /// first one's subscription is on its way must not read history before it is active.
-    private func subscribe(_ stream: StreamKey) async throws {
-        try await subscriptions.activate(stream) { try await self.subscribeNow(stream) }
-        // Everyone left while the subscription was being made.
-        if hub.memberCount(of: stream) == 0 { await unsubscribe(stream) }
-    }
-
-    private func subscribeNow(_ stream: StreamKey) async throws {
-        cache.prepare(stream)
-        do {
-            try await broker.subscribe(stream)
-            let head = try await broker.head(of: stream) ?? .zero
-            cache.start(stream, base: head)
-            // Nothing older than the head at subscription concerns this node's clients:
-            // each one reads history up to at least this head after subscribing.
-            state.withLock { state in
-                if (state.seen[stream] ?? .zero) < head { state.seen[stream] = head }
-            }
-        } catch {
-            // The broker keeps the wish and subscribes it when it is back; the stream stays
-            // inactive here, so the next member tries again.
-            cache.drop(stream)
-            throw error
-        }
-    }
-
-    /// Drops the node's subscription to `stream` unless a member came back meanwhile.
-    private func unsubscribe(_ stream: StreamKey) async {
-        let hub = self.hub
-        await subscriptions.deactivate(stream, isUnused: { hub.memberCount(of: stream) == 0 }) {
-            self.state.withLock { _ = $0.seen.removeValue(forKey: stream) }
-            self.cache.drop(stream)
-            try? await self.broker.unsubscribe(stream)
-        }
-    }
-
-    // MARK: Claims
-
-    private func refreshClaims() async {
-        let period = Duration.seconds(max(1, configuration.nicknameClaimSeconds / 3))
-        while !Task.isCancelled {
-            try? await Task.sleep(for: period)
-            await refreshClaimsOnce()
-        }
-    }
-
-    private func refreshClaimsOnce() async {
-        let claims = state.withLock { $0.identities.map { ($0.key, $0.value.session) } }
-        for (nickname, session) in claims {
-            do {
-                _ = try await broker.claimNickname(nickname, session: session, ttlSeconds: configuration.nicknameClaimSeconds)
-            } catch {
-                logger.debug("claim refresh failed", metadata: ["nickname": "\(nickname)"])
-            }
-        }
-    }
-
-    /// Distinct nicknames connected to this node.
-    public var localNicknames: Int { state.withLock { $0.identities.count } }
-
-    /// Open sessions on this node per transport.
-    public var connectionsByTransport: [String: Int] {
-        state.withLock { Dictionary(uniqueKeysWithValues: $0.transports.map { ($0.key.rawValue, $0.value) }) }
-    }
-
-    /// This node as `/cluster` shows it.
-    public var localStatus: NodeStatus {
-        NodeStatus(id: nodeID, lastSeen: clock(), connections: connectionsByTransport)
-    }
-
     /// Live nodes of the cluster (this one included even when the broker is down).
-    public func clusterNodes() async -> [NodeStatus] {
-        let now = clock()
-        var nodes = (try? await broker.liveNodes(now: now, maxAge: Self.heartbeatTTL)) ?? []
-        if let index = nodes.firstIndex(where: { $0.id == nodeID }) {
-            nodes[index] = localStatus
-        } else {
-            nodes.append(localStatus)
-        }
-        return nodes.sorted { $0.id < $1.id }
-    }
-
-    static let heartbeatTTL: Int64 = 15_000
-
-    private func heartbeats() async {
-        while !Task.isCancelled {
-            let start = ContinuousClock.now
-            do {
-                try await broker.heartbeat(localStatus, ttlMilliseconds: Self.heartbeatTTL)
-                let elapsed = ContinuousClock.now - start
-                metrics.brokerRoundTripMicros.store(
-                    Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000),
-                    ordering: .relaxed)
-            } catch {
-                metrics.brokerRoundTripMicros.store(-1, ordering: .relaxed)
-            }
-            try? await Task.sleep(for: .seconds(3))
-        }
-    }
+    public func clusterNodes() async -> [NodeStatus] { await node.clusterNodes() }
 }
