@@ -147,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardCoreTests",
-            dependencies: ["SwitchboardCore", "BrokerConformance"],
+            dependencies: ["SwitchboardCore", "SwitchboardJSON", "BrokerConformance"],
             swiftSettings: strict
         ),
         .testTarget(

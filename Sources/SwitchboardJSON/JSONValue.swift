@@ -1,9 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
 /// A parsed JSON document. Used for client input and for application events pushed
 /// through `POST /api/publish`, whose fields are passed through unchanged.
 public enum JSONValue: Sendable, Equatable {
@@ -14,11 +8,6 @@ public enum JSONValue: Sendable, Equatable {
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
-
-    /// Parses UTF-8 JSON bytes; `nil` when they are not JSON.
-    public static func parse(_ bytes: some Collection<UInt8>) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-    }
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let fields) = self { return fields[key] }

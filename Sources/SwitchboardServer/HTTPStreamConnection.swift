@@ -53,9 +53,15 @@ struct StreamSink: ConnectionSink {
 extension Connection: HeartbeatMember where Sink == StreamSink {
     var channel: any Channel { sink.channel }
 
-    /// On the loop, after the response head: the preamble, the opening sequence, then
-    /// keep-alives every `keepAlive` (one timer per loop) until the stream ends.
+    /// After the response head (from any thread): the preamble, the opening sequence,
+    /// then keep-alives every `keepAlive` (one timer per loop) until the stream ends.
     func start(welcome: Frame, backlog: [Frame], cursor: Cursor, keepAlive: Duration, retryMilliseconds: Int) {
+        eventLoop.execute {
+            self.startNow(welcome: welcome, backlog: backlog, cursor: cursor, keepAlive: keepAlive, retryMilliseconds: retryMilliseconds)
+        }
+    }
+
+    private func startNow(welcome: Frame, backlog: [Frame], cursor: Cursor, keepAlive: Duration, retryMilliseconds: Int) {
         guard !isClosed else { return sink.finished.succeed() }
         StreamRegistry.register(self)
         Heartbeat.streams(eventLoop).add(self, interval: keepAlive)
