@@ -18,10 +18,35 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private let opening: WebSocketTransport.Opening
-    private let chat: ChatService
-    private let configuration: ServerConfiguration
-    private let logger: Logger
+    /// What every native socket of a server shares (one object, not a copy per socket).
+    final class Shared: Sendable {
+        let chat: ChatService
+        let maxMessageBytes: Int
+        let maxQueuedFrames: Int
+        let pingInterval: Duration
+        let eventLimits: ClientEventLimits
+        let logger: Logger
+
+        init(chat: ChatService, configuration: ServerConfiguration, logger: Logger) {
+            self.chat = chat
+            self.maxMessageBytes = configuration.maxMessageBytes
+            self.maxQueuedFrames = configuration.maxQueuedFrames
+            self.pingInterval = configuration.pingInterval
+            self.eventLimits = configuration.chat.eventLimits
+            self.logger = logger
+        }
+    }
+
+    /// The validated opening, until the session is open (then only the session is kept).
+    private final class PendingOpening {
+        let value: WebSocketTransport.Opening
+        init(_ value: WebSocketTransport.Opening) { self.value = value }
+    }
+
+    private let shared: Shared
+    private var pending: PendingOpening?
+    private var chat: ChatService { shared.chat }
+    private var logger: Logger { shared.logger }
     private var connection: WebSocketConnection?
     private var session: Session?
     /// A text or binary message being assembled from fragments.
@@ -37,21 +62,21 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     /// connection (the rate limit answers fast, so only a flood gets here).
     static let maxInbox = 256
 
-    init(opening: WebSocketTransport.Opening, chat: ChatService, configuration: ServerConfiguration, logger: Logger) {
-        self.opening = opening
-        self.chat = chat
-        self.configuration = configuration
-        self.logger = logger
+    init(opening: WebSocketTransport.Opening, shared: Shared) {
+        self.pending = PendingOpening(opening)
+        self.shared = shared
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        guard let opening = pending?.value else { return }
+        pending = nil
         let channel = context.channel
         let connection = WebSocketConnection(
             nickname: opening.identity.nickname, eventLoop: context.eventLoop, sink: WebSocketSink(channel: channel),
-            maxQueuedFrames: configuration.maxQueuedFrames, metrics: chat.metrics)
+            maxQueuedFrames: shared.maxQueuedFrames, metrics: chat.metrics)
         self.connection = connection
-        Heartbeat.webSockets(context.eventLoop).add(self, interval: configuration.pingInterval)
-        let (chat, opening) = (self.chat, self.opening)
+        Heartbeat.webSockets(context.eventLoop).add(self, interval: shared.pingInterval)
+        let chat = self.chat
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         let remote = channel.remoteAddress?.ipAddress
@@ -93,7 +118,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
                 backlog: opened.resets.map { hub.encode($0, format: .native, stream: nil, id: nil, envelope: nil) }
                     + opened.backlog.map { hub.encode($0.envelope.event, format: .native, stream: $0.stream, id: $0.id, envelope: $0.envelope) },
                 cursor: opened.cursor)
-            logger.debug("websocket open", metadata: ["session.id": "\(connection.connectionID)", "nickname": "\(opening.identity.nickname)"])
+            logger.debug("websocket open", metadata: ["session.id": "\(connection.connectionID)", "nickname": "\(connection.nickname)"])
             handleNext(eventLoop: connection.channel.eventLoop)
         }
     }
@@ -129,7 +154,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     /// After a data frame: too large → close 1009; complete → queue it.
     private func checkSize(context: ChannelHandlerContext, fin: Bool) {
         guard let (text, bytes) = partial else { return }
-        guard bytes.readableBytes <= configuration.maxMessageBytes else {
+        guard bytes.readableBytes <= shared.maxMessageBytes else {
             partial = nil
             chat.metrics.count("disconnects", "message_too_large")
             connection?.close(code: .messageTooLarge, reason: "message too large")
@@ -154,7 +179,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     private func handleNext(eventLoop: any EventLoop) {
         guard !busy, !closed, let session, !inbox.isEmpty else { return }
         let bytes = inbox.removeFirst()
-        switch ClientEvent.parse(Array(buffer: bytes), limits: configuration.chat.eventLimits) {
+        switch ClientEvent.parse(Array(buffer: bytes), limits: shared.eventLimits) {
         case .failure(let error):
             reply([.error(error)], counted: true)
             handleNext(eventLoop: eventLoop)
@@ -188,14 +213,21 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
         connection?.close(code: .protocolError, reason: reason)
     }
 
+    /// A frame NIO's decoder refused: a frame over the limit is 1009, any other protocol
+    /// error 1002 (what NIO's `WebSocketProtocolErrorHandler` answers, without its own
+    /// pipeline slot per socket); anything else closes the connection.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // NIO's WebSocketProtocolErrorHandler (before this handler) has answered protocol
-        // errors with their close code already; a frame over the limit is 1009.
-        if let error = error as? NIOWebSocketError, error == .invalidFrameLength {
-            chat.metrics.count("disconnects", "message_too_large")
-        }
         logger.debug("websocket error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
+        guard let error = error as? NIOWebSocketError, let connection else {
+            context.close(promise: nil)
+            return
+        }
+        if error == .invalidFrameLength {
+            chat.metrics.count("disconnects", "message_too_large")
+            connection.close(code: .messageTooLarge, reason: "")
+        } else {
+            connection.close(code: .protocolError, reason: "")
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

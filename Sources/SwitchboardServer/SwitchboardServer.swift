@@ -75,6 +75,7 @@ extension SwitchboardServer {
         let socketIO = self.socketIO
         let (chat, logger) = (self.chat, self.logger)
         let streams = StreamTransport(chat: chat, configuration: configuration)
+        let webSocketShared = NativeWebSocketHandler.Shared(chat: chat, configuration: configuration, logger: logger)
         return HTTPServerBuilder { responder in
             HTTPConnectionChannel(GatedWebSocketChannel(
                 inner: HTTP1WebSocketUpgradeChannel(
@@ -128,9 +129,7 @@ extension SwitchboardServer {
                     case .success(let opening): return .native(opening)
                     }
                 },
-                makeNative: { opening in
-                    NativeWebSocketHandler(opening: opening, chat: chat, configuration: configuration, logger: logger)
-                },
+                makeNative: { opening in NativeWebSocketHandler(opening: opening, shared: webSocketShared) },
                 startStream: { opening in streams.start(opening) },
                 maxFrameSize: configuration.maxMessageBytes))
         }

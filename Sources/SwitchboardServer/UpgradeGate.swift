@@ -218,7 +218,6 @@ extension UpgradeGate {
         do {
             try pipeline.addHandler(WebSocketFrameEncoder())
             try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
-            try pipeline.addHandler(WebSocketProtocolErrorHandler())
             try pipeline.addHandler(makeNative(opening))
             Self.removeUpgradeHandler(pipeline)
             if let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self) { pipeline.removeHandler(encoder, promise: nil) }
@@ -252,6 +251,11 @@ struct GatedWebSocketChannel: ServerChildChannel {
     let maxFrameSize: Int
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1WebSocketUpgradeChannel.Value> {
+        // Every connection keeps its last receive buffer for the next read (NIO's pooled
+        // receive allocator, 2 KiB by default): 1 KiB fits an upgrade or a stream request
+        // in one read, and an idle socket keeps half as much. Bigger bodies grow it.
+        _ = try? channel.syncOptions?.setOption(
+            ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536))
         let value = inner.setup(channel: channel, logger: logger)
         do {
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
