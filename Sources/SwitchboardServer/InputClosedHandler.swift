@@ -39,3 +39,22 @@ enum StreamRegistry {
         connection?.clientGone()
     }
 }
+
+/// All that is left of a native stream's pipeline (`UpgradeGate`): later input is read
+/// and dropped (a stream takes no requests), and a client that closes its side ends the
+/// stream at once.
+final class StreamInputHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let connection: HTTPStreamConnection
+
+    init(connection: HTTPStreamConnection) {
+        self.connection = connection
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { connection.clientGone() }
+        context.fireUserInboundEventTriggered(event)
+    }
+}

@@ -31,7 +31,8 @@ struct StreamTransport {
     }
 
     /// Validates a stream request and opens its session (errors are the answers to send).
-    func open(_ request: Request, channel: any Channel, framing: StreamFraming) async throws -> Opening {
+    /// `output`: `.parts` through the router; the gate's native path writes raw bytes.
+    func open(_ request: Request, channel: any Channel, framing: StreamFraming, output: StreamSink.Output = .parts) async throws -> Opening {
         guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
         let rooms = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
         var cursor = try request.cursor()
@@ -43,7 +44,7 @@ struct StreamTransport {
             }
         }
         let connection = HTTPStreamConnection(
-            nickname: identity.nickname, eventLoop: channel.eventLoop, sink: StreamSink(channel: channel, framing: framing),
+            nickname: identity.nickname, eventLoop: channel.eventLoop, sink: StreamSink(channel: channel, framing: framing, output: output),
             maxQueuedFrames: configuration.maxQueuedFrames, metrics: chat.metrics)
         let opened: ChatService.Opened
         do {

@@ -103,7 +103,8 @@ extension SwitchboardServer {
                             let request = Request(
                                 head: try HTTPRequest(head, secure: false, splitCookie: false), body: .init(buffer: .init()))
                             guard let framing = try StreamTransport.framing(of: request) else { return .proceed }
-                            let opening = try await streams.open(request, channel: channel, framing: framing)
+                            let opening = try await streams.open(
+                                request, channel: channel, framing: framing, output: head.version == .http1_1 ? .chunked : .plain)
                             // The session ends with the stream, however it ends (also when
                             // the client left before the stream started).
                             opening.connection.sink.finished.futureResult.whenComplete { _ in

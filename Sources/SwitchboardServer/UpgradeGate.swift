@@ -162,26 +162,37 @@ final class UpgradeGate: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 extension UpgradeGate {
-    /// A stream as the connection's first request: the response head is written here and
-    /// `HTTPStreamConnection` writes the body; Hummingbird's upgrade handler leaves, so
-    /// no task waits on the connection. The gate stays as a sink for later input.
+    /// A stream as the connection's first request: the response head is written here,
+    /// then every HTTP handler leaves the pipeline — the stream writes raw chunks
+    /// (`StreamSink.Output.chunked`) and `StreamInputHandler` is all that is left, so an
+    /// idle stream costs about what an idle WebSocket does, and no task waits on it.
     private func stream(_ opening: StreamTransport.Opening, context: ChannelHandlerContext) {
-        guard state == .checking else { return }
+        guard state == .checking, let request = head else { return }
         state = .streaming
         pending = []
+        var headers = HTTPHeaders()
+        for field in opening.headers { headers.add(name: field.name.rawName, value: field.value) }
+        if request.version == .http1_1 {
+            headers.add(name: "Transfer-Encoding", value: "chunked")
+        } else {
+            headers.add(name: "Connection", value: "close")
+        }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .ok, headers: headers))), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
-            // Outbound: the connection writes HTTP types parts from the tail.
-            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-            try pipeline.addHandler(InputClosedHandler())
+            try pipeline.addHandler(StreamInputHandler(connection: opening.connection), position: .first)
             Self.removeUpgradeHandler(pipeline)
+            if let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self) { pipeline.removeHandler(encoder, promise: nil) }
+            if let handler = try? pipeline.handler(type: HTTPConnectionHandler.self) { pipeline.removeHandler(handler, promise: nil) }
+            if let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self) {
+                pipeline.removeHandler(decoder, promise: nil)
+            }
+            pipeline.removeHandler(context: context, promise: nil)
         } catch {
             logger.warning("stream setup failed", metadata: ["error": "\(error)"])
             context.channel.close(promise: nil)
             return
         }
-        let channel = context.channel
-        channel.write(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: opening.headers)), promise: nil)
         startStream(opening)
     }
 
