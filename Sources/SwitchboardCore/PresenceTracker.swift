@@ -17,10 +17,14 @@ final class PresenceTracker: Sendable {
         var lastCounted: [RoomName: ContinuousClock.Instant] = [:]
     }
 
-    /// Rooms with more local members than this are recounted at most once per
-    /// `bigRoomCoalesce`: while thousands join, every recount is a frame to every member.
-    static let bigRoom = 1000
-    static let bigRoomCoalesce = Duration.seconds(1)
+    /// How often a room with `members` local members is recounted at most: every recount
+    /// that changes is a frame to every member, so while a room fills, n arrivals would
+    /// cost n × (arrivals per window) frames. The window grows with the room — 2 ms per
+    /// member, at least `base` (100 ms: rooms up to 50 members), at most 1 s (from 500) —
+    /// which bounds a busy room's presence frames to about 500 per second per node.
+    static func window(members: Int, base: Duration) -> Duration {
+        min(max(base, .milliseconds(2 * members)), max(base, .seconds(1)))
+    }
 
     init(configuration: ChatConfiguration, broker: any Broker, hub: Hub, clock: @escaping @Sendable () -> Int64) {
         self.configuration = configuration
@@ -107,8 +111,9 @@ final class PresenceTracker: Sendable {
                 }
                 continue
             }
+            let window = Self.window(members: members, base: configuration.presenceCoalesce)
             let wait = state.withLock { state -> Bool in
-                guard members > Self.bigRoom, let last = state.lastCounted[room], now - last < Self.bigRoomCoalesce else {
+                guard window > configuration.presenceCoalesce, let last = state.lastCounted[room], now - last < window else {
                     state.lastCounted[room] = now
                     return false
                 }
