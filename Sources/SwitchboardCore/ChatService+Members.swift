@@ -25,7 +25,9 @@ extension ChatService {
     /// fails (the count already told the client something; the next change sends one).
     func membersSnapshot(_ room: RoomName, count: Int) async -> [ServerEvent] {
         guard PresenceTracker.listsMembers(count: count, configuration: configuration),
-            let page = try? await members(of: room, after: nil, limit: nil)
+            let page = try? await members(of: room, after: nil, limit: nil),
+            // The count handed in may be the node's last one, older than the list.
+            PresenceTracker.listsMembers(count: page.total, configuration: configuration)
         else { return [] }
         return [.members(ref: nil, room: room, page: page)]
     }
