@@ -169,7 +169,8 @@ final class PresenceTracker: Sendable {
     }
 
     /// The room's count, with the first page of its member list when the room is under
-    /// the join/leave limit (as last counted): one broker call either way.
+    /// the join/leave limit (as last counted): one broker call, two when a big room comes
+    /// back under the limit.
     private func recount(_ room: RoomName) async -> (Int, PresencePage?)? {
         let last = state.withLock { $0.lastSent[room] } ?? 0
         if !Self.listsMembers(count: last, configuration: configuration) {

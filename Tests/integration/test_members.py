@@ -227,6 +227,20 @@ def test_list_identical_on_every_node_and_transport(cluster: list[h.SwitchboardN
             for n in cluster:
                 assert entries(api_page(n, room)) == remaining
 
+            # A Socket.IO member: its join brings the snapshot as a `members` event, and
+            # the native members get it pushed.
+            sio_member, sio_nick = await sios.user(cluster[1], ["websocket"])
+            await sio_member.welcome()
+            assert "id" in await sio_member.client.call("join", room, timeout=10)
+            with_sio = [e for e in expected if e[0] != leaver] + [(sio_nick, "1.jpg")]
+            with_sio.sort(key=lambda e: e[0].encode())
+            await sio_member.wait("members", lambda a: a[0].get("room") == room and entries(a[0]) == with_sio, 10)
+            for nick, client in members.items():
+                if nick != leaver:
+                    await wait_last_members(client, room, with_sio)
+            for n in cluster:
+                assert entries(api_page(n, room)) == with_sio
+
     run(body(), timeout=120)
 
 
