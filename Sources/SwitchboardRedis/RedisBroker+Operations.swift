@@ -137,9 +137,26 @@ extension RedisBroker {
         let reply = try await evaluate(
             .presenceMembers, keys: [keys.presence(room), keys.presenceAvatars(room)], arguments: [bytes(String(now))])
         guard let items = reply.array else { throw malformed("presenceMembers", reply) }
-        // A member that is not a valid nickname was not written by a node: left out.
-        let nicknames = items.compactMap { $0.text.flatMap(Nickname.init) }
-        let bare = PresencePage.page(of: nicknames, after: after, limit: limit) { _ in "" }
+        // Sorted and cut as bytes (the order of `Nickname.byteOrder`); only the page is
+        // decoded and validated — a room may hold tens of thousands. A member that is not
+        // a valid nickname was not written by a node: left out of the page.
+        var raw: [[UInt8]] = []
+        raw.reserveCapacity(items.count)
+        for item in items { if case .string(let bytes) = item { raw.append(bytes) } }
+        raw.sort { $0.lexicographicallyPrecedes($1) }
+        var start = 0
+        if let after = after.map({ Array($0.value.utf8) }) {
+            var high = raw.count
+            while start < high {
+                let mid = (start + high) / 2
+                if after.lexicographicallyPrecedes(raw[mid]) { high = mid } else { start = mid + 1 }
+            }
+        }
+        let slice = raw[start...].prefix(max(0, limit))
+        let nicknames = slice.compactMap { Nickname(String(decoding: $0, as: UTF8.self)) }
+        let more = start + slice.count < raw.count
+        let bare = PresencePage(
+            total: raw.count, members: nicknames.map { RoomMember(nickname: $0, avatar: "") }, next: more ? nicknames.last : nil)
         guard !bare.members.isEmpty else { return bare }
         var command = RedisCommand(["HMGET", keys.presenceAvatars(room)])
         for member in bare.members { command.append(member.nickname.value) }
