@@ -8,7 +8,7 @@ extension ChatService {
     public func members(of room: RoomName, after: Nickname?, limit: Int?) async throws(EventError) -> PresencePage {
         let size = min(max(1, limit ?? configuration.membersPageSize), ClientEvent.maxMembersPage)
         do {
-            return try await presence.members(of: room, after: after, limit: size)
+            return try await presence.requestedMembers(of: room, after: after, limit: size)
         } catch {
             throw EventError(.unavailable, "the cluster backend is unavailable")
         }

@@ -12,6 +12,7 @@ final class PresenceTracker: Sendable {
     private let hub: Hub
     private let clock: @Sendable () -> Int64
     private let state = Mutex(State())
+    private let memberLists = MemberListCache()
 
     struct State {
         var dirty: Set<RoomName> = []
@@ -77,6 +78,14 @@ final class PresenceTracker: Sendable {
     /// One page of `room`'s member list, cluster-wide, now.
     func members(of room: RoomName, after: Nickname?, limit: Int) async throws -> PresencePage {
         try await broker.presenceMembers(of: room, now: clock(), after: after, limit: limit)
+    }
+
+    /// One page of `room`'s member list for a request: in a big room, from the node's
+    /// copy of the whole list, read at most once a second (`MemberListCache`).
+    func requestedMembers(of room: RoomName, after: Nickname?, limit: Int) async throws -> PresencePage {
+        try await memberLists.page(of: room, after: after, limit: limit) { after, limit in
+            try await self.members(of: room, after: after, limit: limit)
+        }
     }
 
     /// Records `entry` in the broker with its avatar (a local arrival), remembering the

@@ -134,3 +134,49 @@ import Testing
         #expect(!lists(loop, "c-ann").contains { $0.count == 4 }, "never a push at 4 > limit")
     }
 }
+
+/// Big rooms' lists are read once per window per node, whatever the number of askers.
+@Suite struct MemberListCacheTests {
+    let room = RoomName("big")!
+    let everyone = ["a", "b", "c", "d", "e"].map { RoomMember(nickname: Nickname($0)!, avatar: "\($0).jpg") }
+
+    final class Reads: Sendable {
+        let log = Mutex<[String]>([])
+    }
+
+    func reader(_ members: [RoomMember], _ reads: Reads) -> (Nickname?, Int) async throws -> PresencePage {
+        { after, limit in
+            reads.log.withLock { $0.append(limit == .max ? "all" : "page") }
+            return MemberListCache.slice(members, after: after, limit: limit)
+        }
+    }
+
+    @Test func bigRoomsAreReadWholeOncePerWindow() async throws {
+        let cache = MemberListCache(bigRoom: 3, maxAge: .seconds(60))
+        let reads = Reads()
+        let first = try await cache.page(of: room, after: nil, limit: 2, read: reader(everyone, reads))
+        #expect(first == PresencePage(total: 5, members: Array(everyone[0..<2]), next: Nickname("b")))
+        #expect(reads.log.withLock { $0 } == ["page", "all"])
+        for _ in 0..<50 { _ = try await cache.page(of: room, after: Nickname("b"), limit: 2, read: reader(everyone, reads)) }
+        let middle = try await cache.page(of: room, after: Nickname("b"), limit: 2, read: reader(everyone, reads))
+        #expect(middle == PresencePage(total: 5, members: Array(everyone[2..<4]), next: Nickname("d")))
+        let last = try await cache.page(of: room, after: Nickname("cc"), limit: 9, read: reader(everyone, reads))
+        #expect(last == PresencePage(total: 5, members: Array(everyone[3...]), next: nil))
+        #expect(reads.log.withLock { $0 } == ["page", "all"], "served from the copy")
+    }
+
+    @Test func smallRoomsAreReadFreshAndStaleCopiesAreReplaced() async throws {
+        let cache = MemberListCache(bigRoom: 3, maxAge: .zero)
+        let reads = Reads()
+        let small = Array(everyone[0..<3])
+        for _ in 0..<3 { _ = try await cache.page(of: room, after: nil, limit: 10, read: reader(small, reads)) }
+        #expect(reads.log.withLock { $0 } == ["page", "page", "page"], "a small room is never kept")
+        _ = try await cache.page(of: room, after: nil, limit: 10, read: reader(everyone, reads))
+        _ = try await cache.page(of: room, after: nil, limit: 10, read: reader(everyone, reads))
+        #expect(reads.log.withLock { $0 } == ["page", "page", "page", "page", "all", "all"], "a stale copy is read again, whole")
+        let shrunk = try await cache.page(of: room, after: nil, limit: 10, read: reader(small, reads))
+        #expect(shrunk.total == 3)
+        _ = try await cache.page(of: room, after: nil, limit: 10, read: reader(small, reads))
+        #expect(reads.log.withLock { $0 }.suffix(2) == ["all", "page"], "back to small: read fresh again")
+    }
+}
