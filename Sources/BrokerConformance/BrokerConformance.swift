@@ -27,6 +27,7 @@ public enum BrokerConformance {
         ("multiStreamPublishHasOneId", multiStreamPublishHasOneId),
         ("envelopeSurvivesTheTrip", envelopeSurvivesTheTrip),
         ("presenceCountsDistinctNicknames", presenceCountsDistinctNicknames),
+        ("presenceListsMembersInPages", presenceListsMembersInPages),
         ("nicknameClaims", nicknameClaims),
         ("unsubscribeStopsDelivery", unsubscribeStopsDelivery),
         ("concurrentPublishersDeliverInIdOrder", concurrentPublishersDeliverInIdOrder),
@@ -209,6 +210,57 @@ public enum BrokerConformance {
         try await broker.setPresence([PresenceEntry(room: lobby, nickname: alice, node: "n3")], expiresAt: now + 500)
         try expect(try await broker.presenceCount(of: lobby, now: now) == 2, "alice back")
         try expect(try await broker.presenceCount(of: lobby, now: now + 1_000) == 1, "expired entries do not count")
+    }
+
+    static func presenceListsMembersInPages(_ factory: Factory) async throws {
+        let (broker, _) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        let now = unixMilliseconds()
+        let carol = Nickname("carol")!, ming = Nickname("小明")!, zed = Nickname("Zed")!
+        func names(_ page: PresencePage) -> [String] { page.members.map(\.nickname.value) }
+        let empty = try await broker.presenceMembers(of: lobby, now: now, after: nil, limit: 10)
+        try expect(empty == PresencePage(total: 0, members: [], next: nil), "an empty room: \(empty)")
+        try await broker.setPresence(
+            [
+                PresenceEntry(room: lobby, nickname: ming, node: "n3", avatar: "3.jpg"),
+                PresenceEntry(room: lobby, nickname: alice, node: "n1", avatar: "1.jpg"),
+                PresenceEntry(room: lobby, nickname: alice, node: "n2"),
+                PresenceEntry(room: lobby, nickname: bob, node: "n2", avatar: "a|b \"c\""),
+                PresenceEntry(room: lobby, nickname: carol, node: "n1"),
+                PresenceEntry(room: lobby, nickname: zed, node: "n1", avatar: ""),
+                PresenceEntry(room: other, nickname: bob, node: "n1", avatar: "other.png"),
+            ], expiresAt: now + 60_000)
+        let all = try await broker.presenceMembers(of: lobby, now: now, after: nil, limit: 10)
+        try expect(all.total == 5 && all.next == nil, "five distinct nicknames, one page: \(all)")
+        try expect(names(all) == ["Zed", "alice", "bob", "carol", "小明"], "ordered by UTF-8 bytes: \(names(all))")
+        try expect(all.members.map(\.avatar) == ["", "1.jpg", "a|b \"c\"", "", "3.jpg"], "avatars per room: \(all.members)")
+        let first = try await broker.presenceMembers(of: lobby, now: now, after: nil, limit: 2)
+        try expect(names(first) == ["Zed", "alice"] && first.next == Nickname("alice") && first.total == 5, "first page: \(first)")
+        let second = try await broker.presenceMembers(of: lobby, now: now, after: first.next, limit: 2)
+        try expect(names(second) == ["bob", "carol"] && second.next == carol, "second page: \(second)")
+        let last = try await broker.presenceMembers(of: lobby, now: now, after: second.next, limit: 2)
+        try expect(names(last) == ["小明"] && last.next == nil, "last page: \(last)")
+        // A cursor need not be a member: the page starts after it.
+        let fromB = try await broker.presenceMembers(of: lobby, now: now, after: Nickname("b")!, limit: 10)
+        try expect(names(fromB) == ["bob", "carol", "小明"], "after a non-member: \(names(fromB))")
+        // Several entries of one nickname: listed once, until its last entry goes; a
+        // refresh without an avatar keeps the recorded one.
+        try await broker.removePresence([PresenceEntry(room: lobby, nickname: alice, node: "n1")])
+        try await broker.setPresence([PresenceEntry(room: lobby, nickname: alice, node: "n2")], expiresAt: now + 60_000)
+        let refreshed = try await broker.presenceMembers(of: lobby, now: now, after: nil, limit: 10)
+        try expect(refreshed.members.first { $0.nickname == alice }?.avatar == "1.jpg", "alice via n2 keeps her avatar: \(refreshed)")
+        try await broker.removePresence([PresenceEntry(room: lobby, nickname: alice, node: "n2")])
+        let gone = try await broker.presenceMembers(of: lobby, now: now, after: nil, limit: 10)
+        try expect(names(gone) == ["Zed", "bob", "carol", "小明"], "alice gone: \(names(gone))")
+        // Expiry: the list drops an expired entry when the count does.
+        try await broker.setPresence([PresenceEntry(room: lobby, nickname: alice, node: "n4", avatar: "9.jpg")], expiresAt: now + 500)
+        let back = try await broker.presenceMembers(of: lobby, now: now, after: nil, limit: 10)
+        try expect(back.members.contains(RoomMember(nickname: alice, avatar: "9.jpg")), "alice back with a new avatar: \(back)")
+        let later = try await broker.presenceMembers(of: lobby, now: now + 1_000, after: nil, limit: 10)
+        try expect(!names(later).contains("alice") && later.total == 4, "expired entries are not listed: \(later)")
+        try expect(try await broker.presenceCount(of: lobby, now: now + 1_000) == later.total, "count and list agree")
+        let elsewhere = try await broker.presenceMembers(of: other, now: now, after: nil, limit: 10)
+        try expect(elsewhere.members == [RoomMember(nickname: bob, avatar: "other.png")], "rooms are separate: \(elsewhere)")
     }
 
     static func nicknameClaims(_ factory: Factory) async throws {

@@ -23,16 +23,70 @@ public struct HistoryPage: Sendable, Equatable {
     }
 }
 
-/// A presence entry: `nickname` is in `room` through node `node`.
+/// A presence entry: `nickname` is in `room` through node `node`. `avatar`, when given,
+/// is recorded as the nickname's avatar in that room (member lists); nil leaves the
+/// recorded one as it is (a refresh).
 public struct PresenceEntry: Hashable, Sendable {
     public var room: RoomName
     public var nickname: Nickname
     public var node: String
+    public var avatar: String?
 
-    public init(room: RoomName, nickname: Nickname, node: String) {
+    public init(room: RoomName, nickname: Nickname, node: String, avatar: String? = nil) {
         self.room = room
         self.nickname = nickname
         self.node = node
+        self.avatar = avatar
+    }
+}
+
+/// One person in a room's member list: a nickname, once however many connections and
+/// nodes it has there, with its avatar ("" when none was recorded).
+public struct RoomMember: Sendable, Equatable {
+    public var nickname: Nickname
+    public var avatar: String
+
+    public init(nickname: Nickname, avatar: String) {
+        self.nickname = nickname
+        self.avatar = avatar
+    }
+}
+
+/// One page of a room's member list, cluster-wide, ordered by nickname (UTF-8 bytes).
+public struct PresencePage: Sendable, Equatable {
+    /// Distinct nicknames online in the room (the `presence` count, from the same data).
+    public var total: Int
+    /// At most the asked number of members with a nickname after the asked one.
+    public var members: [RoomMember]
+    /// The last nickname of the page when more follow it: the cursor of the next page.
+    public var next: Nickname?
+
+    public init(total: Int, members: [RoomMember], next: Nickname?) {
+        self.total = total
+        self.members = members
+        self.next = next
+    }
+
+    /// Builds the page from every distinct live nickname (any order) and an avatar
+    /// lookup: the brokers share this so their order and cursors agree.
+    public static func page(
+        of nicknames: some Collection<Nickname>, after: Nickname?, limit: Int, avatar: (Nickname) -> String
+    ) -> PresencePage {
+        let sorted = nicknames.sorted(by: Nickname.byteOrder)
+        let start = after.map { after in sorted.firstIndex { Nickname.byteOrder(after, $0) } ?? sorted.endIndex } ?? sorted.startIndex
+        let slice = sorted[start...].prefix(max(0, limit))
+        let more = start + slice.count < sorted.endIndex
+        return PresencePage(
+            total: sorted.count, members: slice.map { RoomMember(nickname: $0, avatar: avatar($0)) },
+            next: more ? slice.last : nil)
+    }
+}
+
+extension Nickname {
+    /// Orders nicknames by their UTF-8 bytes (code point order), the same on every node
+    /// whatever its locale.
+    public static func byteOrder(_ lhs: Nickname, _ rhs: Nickname) -> Bool {
+        lhs.value.utf8.lexicographicallyPrecedes(rhs.value.utf8)
     }
 }
 
@@ -113,6 +167,11 @@ public protocol Broker: Sendable {
     func removePresence(_ entries: [PresenceEntry]) async throws
     /// Distinct nicknames with a live entry in `room`, cluster-wide, at `now` (Unix ms).
     func presenceCount(of room: RoomName, now: Int64) async throws -> Int
+    /// A page of the distinct nicknames with a live entry in `room` at `now`, ordered by
+    /// nickname (``Nickname/byteOrder``): at most `limit`, after `after` when given.
+    /// Reads the same entries as `presenceCount`, so a crashed node's people leave the
+    /// list when they leave the count.
+    func presenceMembers(of room: RoomName, now: Int64, after: Nickname?, limit: Int) async throws -> PresencePage
 
     /// Claims `nickname` for `session` for `ttlSeconds`, or refreshes the claim when
     /// `session` already holds it. False when another live session holds it.

@@ -15,6 +15,10 @@ public struct ChatConfiguration: Sendable {
     /// one frame per arrival — O(n²) frames when n people join — for a line nobody reads.
     /// `presence` counts are always sent (coalesced). 0 = never send them.
     public var joinLeaveLimit = 200
+    /// Members per page of a room's member list when a request names no `limit`, and
+    /// the size of the snapshots sent after a join and after changes (rooms under
+    /// `joinLeaveLimit`).
+    public var membersPageSize = 100
     /// Avatar: at most this many bytes.
     public var maxAvatarBytes = 256
     /// Events replayed at most per stream on resume.

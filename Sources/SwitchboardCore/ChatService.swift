@@ -135,7 +135,9 @@ public final class ChatService: Sendable {
             // on every open made n joins cost O(n²)); its own arrival marked the room for a
             // recount, which follows within the coalescing window if the count changed.
             for room in Set(rooms).sorted() {
-                resets.append(.presence(room: room, count: try await presence.current(room)))
+                let count = try await presence.current(room)
+                resets.append(.presence(room: room, count: count))
+                resets += await membersSnapshot(room, count: count)
             }
             let welcome = ServerEvent.welcome(
                 nickname: identity.nickname, avatar: identity.avatar, node: nodeID, transport: transport.rawValue,
@@ -196,7 +198,8 @@ public final class ChatService: Sendable {
             switch event.kind {
             case .join(let room):
                 let head = try await join(room, session: session)
-                return [.ack(ref: event.ref, id: head), .presence(room: room, count: try await presence.count(room))]
+                let count = try await presence.count(room)
+                return [.ack(ref: event.ref, id: head), .presence(room: room, count: count)] + (await membersSnapshot(room, count: count))
             case .leave(let room):
                 guard session.rooms.contains(room) else {
                     return [.error(ref: event.ref, code: .notJoined, message: "not in room \(room)")]
@@ -210,6 +213,8 @@ public final class ChatService: Sendable {
                 return try await perform(event, identity: session.identity, connection: session.connectionID)
             case .whisper, .ping:
                 return try await perform(event, identity: session.identity, connection: session.connectionID)
+            case .members(let room, let after, let limit):
+                return [try await membersReply(room, after: after, limit: limit, ref: event.ref)]
             }
         } catch var error as EventError {
             if error.ref == nil { error.ref = event.ref }
@@ -250,6 +255,8 @@ public final class ChatService: Sendable {
                 return [.ack(ref: event.ref, id: nil)]
             case .say, .whisper, .ping:
                 return try await perform(event, identity: identity, connection: nil)
+            case .members(let room, let after, let limit):
+                return [try await membersReply(room, after: after, limit: limit, ref: event.ref)]
             }
         } catch var error as EventError {
             if error.ref == nil { error.ref = event.ref }
@@ -281,7 +288,7 @@ public final class ChatService: Sendable {
             let ids = try await broker.publish(envelope, to: streams)
             metrics.published.add(1, ordering: .relaxed)
             return [.ack(ref: event.ref, id: ids.last)]
-        case .join, .leave:
+        case .join, .leave, .members:
             return []
         }
     }
@@ -322,8 +329,7 @@ public final class ChatService: Sendable {
         let change = hub.add(session.subscriber, to: .room(room))
         try await subscribe(.room(room))
         if change.nicknameEdge {
-            let entry = PresenceEntry(room: room, nickname: nickname, node: nodeID)
-            try await broker.setPresence([entry], expiresAt: clock() + configuration.presenceTTLMilliseconds)
+            try await presence.add(PresenceEntry(room: room, nickname: nickname, node: nodeID, avatar: session.identity.avatar))
             if announcesMembership(in: room, joining: true) {
                 try await broker.broadcast(
                     Envelope(.joined(room: room, nickname: nickname), excludeConnection: session.connectionID), to: .room(room))

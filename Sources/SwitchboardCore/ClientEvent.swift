@@ -6,7 +6,13 @@ public struct ClientEvent: Sendable, Equatable {
         case say(room: RoomName, text: String, echo: Bool)
         case whisper(to: Nickname, text: String)
         case ping
+        /// A page of the room's member list: after the cursor `after` (a `next` of an
+        /// earlier page), at most `limit` (nil: the server's page size).
+        case members(room: RoomName, after: Nickname?, limit: Int?)
     }
+
+    /// The largest `limit` a `members` request may ask for.
+    public static let maxMembersPage = 1000
 
     public var kind: Kind
     /// Echoed in the `ack` or `error` answer; a string or an integer, at most 64 bytes.
@@ -126,6 +132,23 @@ extension ClientEvent {
                 return .success(ClientEvent(.whisper(to: to, text: try text().get()), ref: ref))
             case "ping":
                 return .success(ClientEvent(.ping, ref: ref))
+            case "members":
+                let room = try room().get()
+                var after: Nickname?
+                switch fields["after"] {
+                case nil, .null?: after = nil
+                case .string(let raw)?:
+                    guard let cursor = Nickname(raw) else { return fail(.invalidMessage, "after must be a cursor from next") }
+                    after = cursor
+                default: return fail(.invalidMessage, "after must be a cursor from next")
+                }
+                var limit: Int?
+                switch fields["limit"] {
+                case nil, .null?: limit = nil
+                case .int(let value)? where (1...Int64(maxMembersPage)).contains(value): limit = Int(value)
+                default: return fail(.invalidMessage, "limit must be an integer from 1 to \(maxMembersPage)")
+                }
+                return .success(ClientEvent(.members(room: room, after: after, limit: limit), ref: ref))
             default:
                 return fail(.invalidMessage, "unknown type")
             }
@@ -145,6 +168,10 @@ extension ClientEvent {
         case .whisper(let to, let text):
             fields = ["type": .string("whisper"), "to": .string(to.value), "text": .string(text)]
         case .ping: fields = ["type": .string("ping")]
+        case .members(let room, let after, let limit):
+            fields = ["type": .string("members"), "room": .string(room.value)]
+            if let after { fields["after"] = .string(after.value) }
+            if let limit { fields["limit"] = .int(Int64(limit)) }
         }
         if let ref { fields["ref"] = ref }
         return JSONValue.object(fields).jsonBytes

@@ -22,7 +22,10 @@ public final class MemoryBroker: Broker {
         var stopped = false
         var streams: [StreamKey: Stream] = [:]
         var subscribed: Set<StreamKey> = []
+        /// Entries (without their avatar) and their expiry.
         var presence: [RoomName: [PresenceEntry: Int64]] = [:]
+        /// The recorded avatar of each nickname with an entry in the room.
+        var avatars: [RoomName: [Nickname: String]] = [:]
         var claims: [Nickname: (session: String, expires: Int64)] = [:]
         var nodes: [String: NodeStatus] = [:]
         /// Live events not yet handed to the handler, in the order their ids were given.
@@ -176,15 +179,24 @@ public final class MemoryBroker: Broker {
     public func setPresence(_ entries: [PresenceEntry], expiresAt: Int64) async throws {
         try state.withLock { state throws(BrokerError) in
             try checkRunning(state)
-            for entry in entries { state.presence[entry.room, default: [:]][entry] = expiresAt }
+            for entry in entries {
+                state.presence[entry.room, default: [:]][entry.withoutAvatar] = expiresAt
+                if let avatar = entry.avatar { state.avatars[entry.room, default: [:]][entry.nickname] = avatar }
+            }
         }
     }
 
     public func removePresence(_ entries: [PresenceEntry]) async throws {
         state.withLock { state in
             for entry in entries {
-                state.presence[entry.room]?[entry] = nil
-                if state.presence[entry.room]?.isEmpty == true { state.presence[entry.room] = nil }
+                state.presence[entry.room]?[entry.withoutAvatar] = nil
+                if state.presence[entry.room]?.contains(where: { $0.key.nickname == entry.nickname }) != true {
+                    state.avatars[entry.room]?[entry.nickname] = nil
+                }
+                if state.presence[entry.room]?.isEmpty == true {
+                    state.presence[entry.room] = nil
+                    state.avatars[entry.room] = nil
+                }
             }
         }
     }
@@ -192,11 +204,31 @@ public final class MemoryBroker: Broker {
     public func presenceCount(of room: RoomName, now: Int64) async throws -> Int {
         try state.withLock { state throws(BrokerError) in
             try checkRunning(state)
-            guard var members = state.presence[room] else { return 0 }
-            members = members.filter { $0.value > now }
-            state.presence[room] = members.isEmpty ? nil : members
-            return Set(members.keys.map(\.nickname)).count
+            return Self.liveNicknames(in: room, now: now, state: &state).count
         }
+    }
+
+    public func presenceMembers(of room: RoomName, now: Int64, after: Nickname?, limit: Int) async throws -> PresencePage {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            let nicknames = Self.liveNicknames(in: room, now: now, state: &state)
+            let avatars = state.avatars[room] ?? [:]
+            return PresencePage.page(of: nicknames, after: after, limit: limit) { avatars[$0] ?? "" }
+        }
+    }
+
+    /// Drops the expired entries of `room` (and the avatars nobody has any more);
+    /// returns the distinct nicknames left.
+    private static func liveNicknames(in room: RoomName, now: Int64, state: inout State) -> Set<Nickname> {
+        guard var members = state.presence[room] else { return [] }
+        members = members.filter { $0.value > now }
+        state.presence[room] = members.isEmpty ? nil : members
+        let nicknames = Set(members.keys.map(\.nickname))
+        if let avatars = state.avatars[room], avatars.count > nicknames.count {
+            let kept = avatars.filter { nicknames.contains($0.key) }
+            state.avatars[room] = kept.isEmpty ? nil : kept
+        }
+        return nicknames
     }
 
     public func claimNickname(_ nickname: Nickname, session: String, ttlSeconds: Int) async throws -> Bool {
@@ -239,6 +271,11 @@ extension MemoryBroker {
             return state.nodes.values.sorted { $0.id < $1.id }
         }
     }
+}
+
+extension PresenceEntry {
+    /// The entry as a key: who, where, through which node.
+    var withoutAvatar: PresenceEntry { PresenceEntry(room: room, nickname: nickname, node: node) }
 }
 
 /// Unix time in milliseconds.

@@ -3,18 +3,26 @@ import Synchronization
 /// Cluster-wide online counts per room, coalesced: a change marks the room dirty, and
 /// one recount per window sends `presence` to local members if the count changed.
 /// Nodes refresh their own entries; a crashed node's entries expire by themselves, and
-/// the periodic recount lets the survivors notice.
+/// the periodic recount lets the survivors notice. In rooms under the join/leave limit
+/// the recount reads the first page of the member list instead (its total is the count)
+/// and sends `members` when the page changed.
 final class PresenceTracker: Sendable {
     private let configuration: ChatConfiguration
     private let broker: any Broker
     private let hub: Hub
     private let clock: @Sendable () -> Int64
     private let state = Mutex(State())
+    private let memberLists = MemberListCache()
 
     struct State {
         var dirty: Set<RoomName> = []
         var lastSent: [RoomName: Int] = [:]
         var lastCounted: [RoomName: ContinuousClock.Instant] = [:]
+        /// The last member list page announced per room (rooms under the limit).
+        var lastPage: [RoomName: PresencePage] = [:]
+        /// Avatars of the nicknames this node has in rooms, for refreshes (an entry
+        /// refreshed after a Redis restart must bring its avatar back).
+        var avatars: [Nickname: String] = [:]
     }
 
     /// How often a room with `members` local members is recounted at most: every recount
@@ -65,6 +73,32 @@ final class PresenceTracker: Sendable {
         }
     }
 
+    /// Whether member lists are pushed in a room of `count` nicknames: the rule of
+    /// `joined`/`left` (under the join/leave limit).
+    static func listsMembers(count: Int, configuration: ChatConfiguration) -> Bool {
+        count <= configuration.joinLeaveLimit && configuration.joinLeaveLimit > 0
+    }
+
+    /// One page of `room`'s member list, cluster-wide, now.
+    func members(of room: RoomName, after: Nickname?, limit: Int) async throws -> PresencePage {
+        try await broker.presenceMembers(of: room, now: clock(), after: after, limit: limit)
+    }
+
+    /// One page of `room`'s member list for a request: in a big room, from the node's
+    /// copy of the whole list, read at most once a second (`MemberListCache`).
+    func requestedMembers(of room: RoomName, after: Nickname?, limit: Int) async throws -> PresencePage {
+        try await memberLists.page(of: room, after: after, limit: limit) { after, limit in
+            try await self.members(of: room, after: after, limit: limit)
+        }
+    }
+
+    /// Records `entry` in the broker with its avatar (a local arrival), remembering the
+    /// avatar for refreshes.
+    func add(_ entry: PresenceEntry) async throws {
+        if let avatar = entry.avatar { state.withLock { $0.avatars[entry.nickname] = avatar } }
+        try await broker.setPresence([entry], expiresAt: clock() + configuration.presenceTTLMilliseconds)
+    }
+
     func markDirty(_ room: RoomName) {
         state.withLock { _ = $0.dirty.insert(room) }
     }
@@ -85,7 +119,14 @@ final class PresenceTracker: Sendable {
     /// Re-adds every local entry with a new expiry and marks every local room dirty.
     func refresh() async {
         let memberships = hub.roomMemberships
-        let entries = memberships.map { PresenceEntry(room: $0.0, nickname: $0.1, node: configuration.nodeID) }
+        let avatars = state.withLock { state in
+            let here = Set(memberships.map(\.1))
+            state.avatars = state.avatars.filter { here.contains($0.key) }
+            return state.avatars
+        }
+        let entries = memberships.map {
+            PresenceEntry(room: $0.0, nickname: $0.1, node: configuration.nodeID, avatar: avatars[$0.1])
+        }
         if !entries.isEmpty {
             try? await broker.setPresence(entries, expiresAt: clock() + configuration.presenceTTLMilliseconds)
         }
@@ -108,6 +149,7 @@ final class PresenceTracker: Sendable {
                 state.withLock { state in
                     state.lastSent.removeValue(forKey: room)
                     state.lastCounted.removeValue(forKey: room)
+                    state.lastPage.removeValue(forKey: room)
                 }
                 continue
             }
@@ -121,16 +163,36 @@ final class PresenceTracker: Sendable {
                 return true
             }
             if wait { continue }
-            guard let count = try? await broker.presenceCount(of: room, now: clock()) else {
+            guard let recounted = await recount(room) else {
                 state.withLock { _ = $0.dirty.insert(room) }
                 continue
             }
-            let changed = state.withLock { state -> Bool in
-                guard state.lastSent[room] != count else { return false }
+            let (count, page) = recounted
+            let (countChanged, pageChanged) = state.withLock { state -> (Bool, Bool) in
+                let countChanged = state.lastSent[room] != count
                 state.lastSent[room] = count
-                return true
+                let pageChanged = page != nil && state.lastPage[room] != page
+                state.lastPage[room] = page
+                return (countChanged, pageChanged)
             }
-            if changed { hub.deliver(.presence(room: room, count: count), stream: .room(room), id: nil, envelope: nil) }
+            if countChanged { hub.deliver(.presence(room: room, count: count), stream: .room(room), id: nil, envelope: nil) }
+            if pageChanged, let page {
+                hub.deliver(.members(ref: nil, room: room, page: page), stream: .room(room), id: nil, envelope: nil)
+            }
         }
+    }
+
+    /// The room's count, with the first page of its member list when the room is under
+    /// the join/leave limit (as last counted): one broker call, two when a big room comes
+    /// back under the limit.
+    private func recount(_ room: RoomName) async -> (Int, PresencePage?)? {
+        let last = state.withLock { $0.lastSent[room] } ?? 0
+        if !Self.listsMembers(count: last, configuration: configuration) {
+            guard let count = try? await broker.presenceCount(of: room, now: clock()) else { return nil }
+            // Still big; else back under the limit: the list too, now.
+            guard Self.listsMembers(count: count, configuration: configuration) else { return (count, nil) }
+        }
+        guard let page = try? await members(of: room, after: nil, limit: configuration.membersPageSize) else { return nil }
+        return (page.total, Self.listsMembers(count: page.total, configuration: configuration) ? page : nil)
     }
 }

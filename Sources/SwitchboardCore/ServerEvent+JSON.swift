@@ -36,6 +36,21 @@ extension ServerEvent {
         case .presence(let room, let count):
             w.key("room"); w.string(room.value)
             w.key("count"); w.raw(String(count))
+        case .members(let ref, let room, let page):
+            if let ref { w.key("ref"); ref.write(into: &w) }
+            w.key("room"); w.string(room.value)
+            w.key("count"); w.raw(String(page.total))
+            w.key("members"); w.byte(UInt8(ascii: "["))
+            for (index, member) in page.members.enumerated() {
+                if index > 0 { w.byte(UInt8(ascii: ",")) }
+                w.byte(UInt8(ascii: "{"))
+                w.key("nickname", first: true); w.string(member.nickname.value)
+                w.key("avatar"); w.string(member.avatar)
+                w.byte(UInt8(ascii: "}"))
+            }
+            w.byte(UInt8(ascii: "]"))
+            w.key("next")
+            if let next = page.next { w.string(next.value) } else { w.raw("null") }
         case .joined(let room, let nickname), .left(let room, let nickname):
             w.key("room"); w.string(room.value)
             w.key("nickname"); w.string(nickname.value)
@@ -112,6 +127,16 @@ extension ServerEvent {
         case "presence":
             guard let room, let count = int("count") else { return nil }
             return .presence(room: room, count: Int(count))
+        case "members":
+            guard let room, let count = int("count"), case .array(let list)? = f["members"] else { return nil }
+            var members: [RoomMember] = []
+            for item in list {
+                guard let nickname = item["nickname"]?.stringValue.flatMap(Nickname.init), let avatar = item["avatar"]?.stringValue
+                else { return nil }
+                members.append(RoomMember(nickname: nickname, avatar: avatar))
+            }
+            let next = f["next"]?.stringValue.flatMap(Nickname.init)
+            return .members(ref: f["ref"], room: room, page: PresencePage(total: Int(count), members: members, next: next))
         case "joined", "left":
             guard let room, let nick = f["nickname"]?.stringValue.flatMap(Nickname.init) else { return nil }
             return type == "joined" ? .joined(room: room, nickname: nick) : .left(room: room, nickname: nick)

@@ -18,6 +18,10 @@ public enum ServerEvent: Sendable, Equatable {
     case message(id: MessageID?, room: RoomName, from: Sender, text: String, ts: Int64)
     case privateMessage(id: MessageID?, from: Sender, to: Nickname, text: String, ts: Int64)
     case presence(room: RoomName, count: Int)
+    /// A page of the room's member list (`count` = `page.total`): the answer to a
+    /// `members` request (with its `ref`), or a snapshot after a join and after changes
+    /// in rooms under the join/leave limit.
+    case members(ref: JSONValue?, room: RoomName, page: PresencePage)
     case joined(room: RoomName, nickname: Nickname)
     case left(room: RoomName, nickname: Nickname)
     case ack(ref: JSONValue?, id: MessageID?)
@@ -37,6 +41,7 @@ public enum ServerEvent: Sendable, Equatable {
         case .message: "message"
         case .privateMessage: "private"
         case .presence: "presence"
+        case .members: "members"
         case .joined: "joined"
         case .left: "left"
         case .ack: "ack"

@@ -107,23 +107,64 @@ extension RedisBroker {
 
     public func setPresence(_ entries: [PresenceEntry], expiresAt: Int64) async throws {
         guard !entries.isEmpty else { return try checkRunning() }
-        let arguments =
-            [bytes(String(expiresAt)), bytes(String(configuration.presenceKeyMargin))]
-            + entries.map { bytes(keys.presenceMember($0)) }
-        _ = try await evaluate(.setPresence, keys: entries.map { keys.presence($0.room) }, arguments: arguments)
+        var arguments = [bytes(String(expiresAt)), bytes(String(configuration.presenceKeyMargin))]
+        for entry in entries {
+            arguments.append(bytes(keys.presenceMember(entry)))
+            arguments.append(entry.avatar.map { bytes("=" + $0) } ?? [])
+        }
+        _ = try await evaluate(.setPresence, keys: presenceKeys(entries), arguments: arguments)
     }
 
     public func removePresence(_ entries: [PresenceEntry]) async throws {
         guard !entries.isEmpty else { return try checkRunning() }
         _ = try await evaluate(
-            .removePresence, keys: entries.map { keys.presence($0.room) },
-            arguments: entries.map { bytes(keys.presenceMember($0)) })
+            .removePresence, keys: presenceKeys(entries), arguments: entries.map { bytes(keys.presenceMember($0)) })
+    }
+
+    /// Each entry's presence set and avatar hash, in pairs.
+    private func presenceKeys(_ entries: [PresenceEntry]) -> [String] {
+        entries.flatMap { [keys.presence($0.room), keys.presenceAvatars($0.room)] }
     }
 
     public func presenceCount(of room: RoomName, now: Int64) async throws -> Int {
-        let reply = try await evaluate(.presenceCount, keys: [keys.presence(room)], arguments: [bytes(String(now))])
+        let reply = try await evaluate(
+            .presenceCount, keys: [keys.presence(room), keys.presenceAvatars(room)], arguments: [bytes(String(now))])
         guard let count = reply.integer else { throw malformed("presenceCount", reply) }
         return Int(count)
+    }
+
+    public func presenceMembers(of room: RoomName, now: Int64, after: Nickname?, limit: Int) async throws -> PresencePage {
+        let reply = try await evaluate(
+            .presenceMembers, keys: [keys.presence(room), keys.presenceAvatars(room)], arguments: [bytes(String(now))])
+        guard let items = reply.array else { throw malformed("presenceMembers", reply) }
+        // Sorted and cut as bytes (the order of `Nickname.byteOrder`); only the page is
+        // decoded and validated — a room may hold tens of thousands. A member that is not
+        // a valid nickname was not written by a node: left out of the page.
+        var raw: [[UInt8]] = []
+        raw.reserveCapacity(items.count)
+        for item in items { if case .string(let bytes) = item { raw.append(bytes) } }
+        raw.sort { $0.lexicographicallyPrecedes($1) }
+        var start = 0
+        if let after = after.map({ Array($0.value.utf8) }) {
+            var high = raw.count
+            while start < high {
+                let mid = (start + high) / 2
+                if after.lexicographicallyPrecedes(raw[mid]) { high = mid } else { start = mid + 1 }
+            }
+        }
+        let slice = raw[start...].prefix(max(0, limit))
+        let nicknames = slice.compactMap { Nickname(String(decoding: $0, as: UTF8.self)) }
+        let more = start + slice.count < raw.count
+        let bare = PresencePage(
+            total: raw.count, members: nicknames.map { RoomMember(nickname: $0, avatar: "") }, next: more ? nicknames.last : nil)
+        guard !bare.members.isEmpty else { return bare }
+        var command = RedisCommand(["HMGET", keys.presenceAvatars(room)])
+        for member in bare.members { command.append(member.nickname.value) }
+        let avatars = try await run(command)
+        guard let values = avatars.array, values.count == bare.members.count else { throw malformed("presenceMembers", avatars) }
+        var page = bare
+        for index in page.members.indices { page.members[index].avatar = values[index].text ?? "" }
+        return page
     }
 
     public func claimNickname(_ nickname: Nickname, session: String, ttlSeconds: Int) async throws -> Bool {

@@ -24,6 +24,13 @@ public struct RedisKeys: Sendable, Equatable {
         prefix + "presence:" + room.value
     }
 
+    /// Hash of the avatars of the nicknames in `room`'s presence set: field = nickname,
+    /// value = avatar. Expires with the presence set; fields of nicknames gone from the
+    /// set are dropped when the room is counted.
+    public func presenceAvatars(_ room: RoomName) -> String {
+        prefix + "presence-avatars:" + room.value
+    }
+
     /// The presence member of `entry`: `node|nickname` (a nickname never contains `|`).
     public func presenceMember(_ entry: PresenceEntry) -> String {
         entry.node + "|" + entry.nickname.value

@@ -5,7 +5,7 @@ struct RedisScript: Sendable, Hashable {
     let source: String
 
     static let all: [RedisScript] = [
-        publish, history, setPresence, removePresence, presenceCount, claimNickname, releaseNickname, heartbeat, liveNodes,
+        publish, history, setPresence, removePresence, presenceCount, presenceMembers, claimNickname, releaseNickname, heartbeat, liveNodes,
     ]
 
     /// KEYS: history streams. ARGV: history limit, envelope, then the channel of each
@@ -68,45 +68,79 @@ struct RedisScript: Sendable, Hashable {
             return {entries, deleted}
             """)
 
-    /// KEYS: presence sets (one per entry). ARGV: expiry (Unix ms), key margin (ms), then
-    /// the member of each entry. The key itself expires `margin` after its newest entry.
+    /// KEYS: the presence set and avatar hash of each entry, in pairs. ARGV: expiry (Unix
+    /// ms), key margin (ms), then per entry its member and its avatar ('' to keep the
+    /// recorded one, else '=' followed by the avatar). Both keys expire `margin` after the
+    /// set's newest entry.
     static let setPresence = RedisScript(
         name: "setPresence",
         source: """
             local margin = tonumber(ARGV[2])
-            for i, key in ipairs(KEYS) do
-              redis.call('ZADD', key, ARGV[1], ARGV[2 + i])
+            local n = #KEYS / 2
+            for i = 1, n do
+              local key, avatars = KEYS[2 * i - 1], KEYS[2 * i]
+              local member, avatar = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
+              redis.call('ZADD', key, ARGV[1], member)
+              if avatar ~= '' then
+                redis.call('HSET', avatars, string.match(member, '([^|]*)$'), string.sub(avatar, 2))
+              end
               local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-              redis.call('PEXPIREAT', key, string.format('%d', tonumber(newest[2]) + margin))
+              local at = string.format('%d', tonumber(newest[2]) + margin)
+              redis.call('PEXPIREAT', key, at)
+              if redis.call('EXISTS', avatars) == 1 then redis.call('PEXPIREAT', avatars, at) end
             end
-            return #KEYS
+            return n
             """)
 
-    /// KEYS: presence sets (one per entry). ARGV: the member of each entry.
+    /// KEYS: the presence set and avatar hash of each entry, in pairs. ARGV: the member of
+    /// each entry. An emptied set takes its avatars with it.
     static let removePresence = RedisScript(
         name: "removePresence",
         source: """
             local removed = 0
-            for i, key in ipairs(KEYS) do removed = removed + redis.call('ZREM', key, ARGV[i]) end
+            for i = 1, #KEYS / 2 do
+              removed = removed + redis.call('ZREM', KEYS[2 * i - 1], ARGV[i])
+              if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then redis.call('DEL', KEYS[2 * i]) end
+            end
             return removed
             """)
 
-    /// KEYS: a presence set. ARGV: now (Unix ms). Drops expired entries and counts the
-    /// distinct nicknames (the part after the last `|`) of the rest.
+    /// Shared by `presenceCount` and `presenceMembers` (KEYS: presence set, avatar hash;
+    /// ARGV[1]: now): drops expired entries, collects the distinct nicknames (the part
+    /// after the last `|`) of the rest, and drops avatars of nicknames no longer there.
+    private static let liveNicknames = """
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+        local seen = {}
+        local nicknames = {}
+        for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+          local nickname = string.match(member, '([^|]*)$')
+          if not seen[nickname] then
+            seen[nickname] = true
+            nicknames[#nicknames + 1] = nickname
+          end
+        end
+        if redis.call('HLEN', KEYS[2]) > #nicknames then
+          for _, nickname in ipairs(redis.call('HKEYS', KEYS[2])) do
+            if not seen[nickname] then redis.call('HDEL', KEYS[2], nickname) end
+          end
+        end
+        """
+
+    /// KEYS: a presence set, its avatar hash. ARGV: now (Unix ms). The number of
+    /// distinct live nicknames.
     static let presenceCount = RedisScript(
         name: "presenceCount",
-        source: """
-            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-            local seen = {}
-            local count = 0
-            for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-              local nickname = string.match(member, '([^|]*)$')
-              if not seen[nickname] then
-                seen[nickname] = true
-                count = count + 1
-              end
-            end
-            return count
+        source: liveNicknames + "\n" + """
+            return #nicknames
+            """)
+
+    /// KEYS: a presence set, its avatar hash. ARGV: now (Unix ms). The distinct live
+    /// nicknames, unordered: the broker sorts them by bytes (Lua's `<` follows the
+    /// server's locale) and reads the avatars of the page it keeps.
+    static let presenceMembers = RedisScript(
+        name: "presenceMembers",
+        source: liveNicknames + "\n" + """
+            return nicknames
             """)
 
     /// KEYS: a nickname key. ARGV: session, ttl (ms). 1 when claimed or refreshed.

@@ -175,6 +175,17 @@ final class SocketIOChatWorker: Sendable {
             await handle(ClientEvent(.join(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
         case .success(.leave(let room)):
             await handle(ClientEvent(.leave(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
+        case .success(.members(let room, let after, let limit)):
+            for reply in await chat.handle(ClientEvent(.members(room: room, after: after, limit: limit)), from: member.session) {
+                switch reply {
+                case .members(_, let room, let page) where ackID != nil:
+                    socket.ack(ackID!, SocketIOChatReply.members(room, page: page))
+                case .error(_, let code, let message):
+                    answer(socket, EventError(code, message), name: name, ackID: ackID)
+                default:
+                    chat.hub.send(reply, to: member.subscriber)
+                }
+            }
         case .success(.emit(let event)):
             switch await chat.emitCustom(event, from: member.session) {
             case .success(let ids):

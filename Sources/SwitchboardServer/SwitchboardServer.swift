@@ -46,6 +46,7 @@ public struct SwitchboardServer: Sendable {
         PollTransport(chat: chat, sessions: pollSessions, configuration: configuration).register(on: router)
         SendRoutes(chat: chat, configuration: configuration).register(on: router)
         PublishRoutes(chat: chat, configuration: configuration).register(on: router)
+        MembersRoutes(chat: chat, configuration: configuration).register(on: router)
         socketIO.register(on: router)
         return router
     }

@@ -5,6 +5,8 @@ import SwitchboardCore
 /// compatibility"):
 ///
 /// * `join "room"` / `leave "room"` (or `{"room": "…"}`): the native join and leave;
+/// * `members "room"` (or `{"room", "after", "limit"}`): a page of the room's member
+///   list, answered by the ack (or a `members` event when no ack was asked for);
 /// * an event whose first argument is an object with a `to` field: a private event to
 ///   that nickname, delivered under the same name;
 /// * any other event: a broadcast of the same name and arguments to the sender's rooms
@@ -13,6 +15,7 @@ import SwitchboardCore
 public enum SocketIOChatCommand: Sendable, Equatable {
     case join(RoomName)
     case leave(RoomName)
+    case members(room: RoomName, after: Nickname?, limit: Int?)
     case emit(CustomEvent)
 
     /// Maps one event; the error is what the client is told (ack or `error` event).
@@ -26,6 +29,21 @@ public enum SocketIOChatCommand: Sendable, Equatable {
                 return .failure(EventError(.invalidRoom, "a room is 1–64 of letters, digits, _ - . :"))
             }
             return .success(name == "join" ? .join(room) : .leave(room))
+        case "members":
+            // The native event's rules, from a room name or an object of its fields.
+            var fields: [String: JSONValue] = ["type": .string("members")]
+            switch arguments.first {
+            case .string(let room)?: fields["room"] = .string(room)
+            case .object(let given)?:
+                for key in ["room", "after", "limit"] { fields[key] = given[key].map(StoredBinary.json) }
+            default: return .failure(EventError(.invalidRoom, "members takes a room name or {room, after, limit}"))
+            }
+            return ClientEvent.parse(.object(fields)).flatMap { event in
+                guard case .members(let room, let after, let limit) = event.kind else {
+                    return .failure(EventError(.invalidMessage, "members takes a room name or {room, after, limit}"))
+                }
+                return .success(.members(room: room, after: after, limit: limit))
+            }
         default:
             var target = CustomEvent.Target.rooms
             var echo = false
@@ -85,6 +103,16 @@ public enum SocketIOChatReply {
         if let id { fields["id"] = .string(id.description) }
         if ids.count > 1 { fields["ids"] = .array(ids.map { .string($0.description) }) }
         return [.object(fields)]
+    }
+
+    /// The ack of a `members` request: the native `members` event's object without
+    /// `type` — `{"room", "count", "members": [{"nickname", "avatar"}], "next"}`.
+    public static func members(_ room: RoomName, page: PresencePage) -> [SocketIOValue] {
+        guard case .object(var fields)? = JSONValue.parse(ServerEvent.members(ref: nil, room: room, page: page).jsonBytes) else {
+            return [.object([:])]
+        }
+        fields["type"] = nil
+        return [SocketIOValue(JSONValue.object(fields))]
     }
 
     /// The ack of a refused event: `{"error": code, "message": …}`.

@@ -52,6 +52,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("join-leave-limit"), help: "joined/left events only in rooms with fewer online nicknames than this; 0 = never (SWITCHBOARD_JOIN_LEAVE_LIMIT).")
     var joinLeaveLimit: Int = env("SWITCHBOARD_JOIN_LEAVE_LIMIT").flatMap(Int.init) ?? 200
 
+    @Option(name: .customLong("members-page"), help: "Members per page of a room's member list by default, and in the snapshots of rooms under --join-leave-limit; 1–1000 (SWITCHBOARD_MEMBERS_PAGE).")
+    var membersPage: Int = env("SWITCHBOARD_MEMBERS_PAGE").flatMap(Int.init) ?? 100
+
     @Option(name: .customLong("rate"), help: "Client events per second per connection, sustained (SWITCHBOARD_RATE).")
     var rate: Double = env("SWITCHBOARD_RATE").flatMap(Double.init) ?? 20
 
@@ -105,6 +108,9 @@ struct Serve: AsyncParsableCommand {
         guard maxConnections >= 1, maxConnectionsPerIP >= 1 else { throw ValidationError("connection limits must be at least 1") }
         guard maxMessageBytes >= 256 else { throw ValidationError("--max-message-bytes must be at least 256") }
         guard joinLeaveLimit >= 0 else { throw ValidationError("--join-leave-limit must be 0 or more") }
+        guard (1...ClientEvent.maxMembersPage).contains(membersPage) else {
+            throw ValidationError("--members-page must be 1–\(ClientEvent.maxMembersPage)")
+        }
         guard maxRooms >= 1, rate > 0, burst >= 1, maxQueuedFrames >= 1, tokenTTL >= 1, pollWindow >= 1 else {
             throw ValidationError("limits must be positive")
         }
@@ -145,6 +151,7 @@ struct Serve: AsyncParsableCommand {
         chat.maxConnectionsPerAddress = maxConnectionsPerIP
         chat.maxRoomsPerConnection = maxRooms
         chat.joinLeaveLimit = joinLeaveLimit
+        chat.membersPageSize = membersPage
         chat.ratePerSecond = rate
         chat.rateBurst = burst
         chat.tokenLifetimeSeconds = tokenTTL

@@ -772,6 +772,11 @@
       case 'private':
         if (!this._advance('u', ev.id)) return;
         break;
+      case 'members':
+        // The answer to members() carries its ref; snapshots after a join or a change do not.
+        if (ev.ref != null && this._pending[ev.ref]) { this._settle(ev.ref, ev); break; }
+        if (ev.room != null && rooms.indexOf(ev.room) < 0) return;
+        break;
       case 'presence': case 'joined': case 'left':
         if (ev.room != null && rooms.indexOf(ev.room) < 0) return;
         break;
@@ -1000,6 +1005,18 @@
   };
   /** Round trip to the server: resolves with the ack. */
   proto.ping = function () { return this._request({ type: 'ping' }); };
+
+  /**
+   * A page of a room's member list, cluster-wide. Resolves with the `members` event:
+   * `{room, count, members: [{nickname, avatar}], next}`; pass `next` as `options.after`
+   * for the following page. `options.limit`: members per page (server default 100).
+   */
+  proto.members = function (room, options) {
+    var event = { type: 'members', room: String(room) };
+    if (options && options.after != null) event.after = String(options.after);
+    if (options && options.limit != null) event.limit = options.limit;
+    return this._request(event);
+  };
   /** Sends any client event; resolves with its `ack`, rejects with its `error`. */
   proto.send = function (event) { return this._request(Object.assign({}, event)); };
 
