@@ -20,7 +20,11 @@ public struct SwitchboardServer: Sendable {
     let pollSessions: PollSessions
     let socketIO: SocketIOTransport
 
-    public init(configuration: ServerConfiguration, broker: any Broker, logger: Logger) {
+    /// `externalTokens`: the application's JWTs (`SwitchboardJWT`), accepted wherever
+    /// this node's own tokens are.
+    public init(
+        configuration: ServerConfiguration, broker: any Broker, logger: Logger, externalTokens: (any ExternalTokenVerifier)? = nil
+    ) {
         self.configuration = configuration
         self.logger = logger
         // Every message is encoded once per wire format: native JSON, and one Socket.IO
@@ -29,7 +33,7 @@ public struct SwitchboardServer: Sendable {
         encoders.merge(SocketIOWireFormat.encoders(namespaces: configuration.socketIONamespaces)) { native, _ in native }
         self.chat = ChatService(
             configuration: configuration.chat, broker: broker, hub: Hub(encoders: encoders),
-            signer: TokenSigner(secrets: configuration.secrets), logger: logger)
+            signer: TokenSigner(secrets: configuration.secrets), logger: logger, externalTokens: externalTokens)
         self.pollSessions = PollSessions(chat: chat, window: configuration.pollPresenceWindow)
         self.socketIO = SocketIOTransport(chat: chat, configuration: configuration, logger: logger)
     }
