@@ -13,6 +13,8 @@ public final class ChatService: Sendable {
     private let clock: @Sendable () -> Int64
     let presence: PresenceTracker
     let cache: StreamCache
+    /// What this node's heartbeats report for `/dashboard`.
+    public let reporter: NodeReporter
     /// Counters for `/metrics` (the hub's).
     public var metrics: Metrics { hub.metrics }
     private let statelessLimiter: SessionRateLimiter
@@ -51,6 +53,7 @@ public final class ChatService: Sendable {
         self.logger = logger
         self.clock = clock
         self.cache = StreamCache(capacity: configuration.replayLimit)
+        self.reporter = NodeReporter(startedAt: clock())
         self.statelessLimiter = SessionRateLimiter(rate: configuration.ratePerSecond, burst: configuration.rateBurst)
         self.presence = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: clock)
     }
@@ -166,6 +169,11 @@ public final class ChatService: Sendable {
     /// `timeout` for them to go.
     public func drain(timeout: Duration = .seconds(5)) async {
         let subscribers = hub.subscribers
+        reporter.markDraining()
+        // Tell the cluster at once (the dashboard shows the node draining).
+        var status = localStatus
+        status.report = currentReport()
+        try? await broker.heartbeat(status, ttlMilliseconds: Self.heartbeatTTL)
         logger.info("draining", metadata: ["connections": "\(subscribers.count)"])
         for subscriber in subscribers { subscriber.close(reason: .serviceRestart) }
         metrics.count("disconnects", "drain", by: subscribers.count)
@@ -695,12 +703,17 @@ public final class ChatService: Sendable {
     }
 
     static let heartbeatTTL: Int64 = 15_000
+    /// Heartbeats (with the dashboard's report) go out this often; a node two beats
+    /// late shows as stale on `/dashboard`.
+    public static let heartbeatInterval: Duration = .seconds(1)
 
     private func heartbeats() async {
         while !Task.isCancelled {
             let start = ContinuousClock.now
             do {
-                try await broker.heartbeat(localStatus, ttlMilliseconds: Self.heartbeatTTL)
+                var status = localStatus
+                status.report = heartbeatReport(now: clock())
+                try await broker.heartbeat(status, ttlMilliseconds: Self.heartbeatTTL)
                 let elapsed = ContinuousClock.now - start
                 metrics.brokerRoundTripMicros.store(
                     Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000),
@@ -708,7 +721,7 @@ public final class ChatService: Sendable {
             } catch {
                 metrics.brokerRoundTripMicros.store(-1, ordering: .relaxed)
             }
-            try? await Task.sleep(for: .seconds(3))
+            try? await Task.sleep(for: Self.heartbeatInterval)
         }
     }
 }

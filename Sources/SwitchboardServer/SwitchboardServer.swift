@@ -19,6 +19,8 @@ public struct SwitchboardServer: Sendable {
     private let logger: Logger
     let pollSessions: PollSessions
     let socketIO: SocketIOTransport
+    /// The cluster as `/dashboard` shows it.
+    let monitor: ClusterMonitor
 
     /// `externalTokens`: the application's JWTs (`SwitchboardJWT`), accepted wherever
     /// this node's own tokens are.
@@ -36,6 +38,7 @@ public struct SwitchboardServer: Sendable {
             signer: TokenSigner(secrets: configuration.secrets), logger: logger, externalTokens: externalTokens)
         self.pollSessions = PollSessions(chat: chat, window: configuration.pollPresenceWindow)
         self.socketIO = SocketIOTransport(chat: chat, configuration: configuration, logger: logger)
+        self.monitor = ClusterMonitor(chat: chat)
     }
 
     /// The router with every route of PROTOCOL.md served so far.
@@ -45,6 +48,7 @@ public struct SwitchboardServer: Sendable {
         APIRoutes(chat: chat, configuration: configuration).register(on: router)
         OperationsRoutes(chat: chat).register(on: router)
         StaticRoutes().register(on: router)
+        DashboardRoutes(monitor: monitor, api: APIRoutes(chat: chat, configuration: configuration)).register(on: router)
         WebSocketTransport(chat: chat, configuration: configuration).register(on: router)
         StreamTransport(chat: chat, configuration: configuration).register(on: router)
         PollTransport(chat: chat, sessions: pollSessions, configuration: configuration).register(on: router)
@@ -63,7 +67,9 @@ public struct SwitchboardServer: Sendable {
             router: router,
             server: server(router: router),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
-            services: [ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint)],
+            services: [
+                ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint), ClusterMonitorRunner(monitor: monitor),
+            ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
