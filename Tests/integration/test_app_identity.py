@@ -412,3 +412,37 @@ def test_socketio_login_refuses_a_bad_avatar(node: h.SwitchboardNode) -> None:
             assert refused.errors["/"]["message"] == "invalid_avatar", refused.errors
 
     run(body(), 30)
+
+
+# --------------------------------------------------------------------------------------
+# The chat page under --login closed (Chromium)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.xdist_group("browser")
+def test_chat_page_says_how_to_get_in_and_takes_a_handed_token(app_node: h.SwitchboardNode) -> None:
+    """Picking a nickname on the page is refused with a line saying how to get in; the
+    page opened as /#token=<minted token> enters the chat under the app's identity (and
+    drops the token from the address bar)."""
+    from selenium.webdriver.common.by import By
+    from test_dashboard import chrome, wait_for
+
+    nickname = h.unique_name("page")
+    r = mint(app_node, {"nickname": nickname, "avatar": "6.jpg"})
+    assert r.status_code == 200, r.text
+    driver = chrome(1000, 800)
+    try:
+        driver.get(app_node.url + "/")
+        wait_for("the login form", lambda: driver.find_element(By.ID, "nickname").is_displayed(), 10)
+        driver.find_element(By.ID, "nickname").send_keys(h.unique_name("walkin"))
+        driver.find_element(By.ID, "login-button").click()
+        error = wait_for("the refusal", lambda: driver.find_element(By.ID, "login-error").text, 10)
+        assert "login_closed" in error and "application" in error and "#token=" in error, error
+        assert driver.find_element(By.ID, "chat-view").get_attribute("hidden") is not None
+
+        driver.get(app_node.url + "/#token=" + r.json()["token"])
+        wait_for("the chat view", lambda: driver.find_element(By.ID, "chat-view").is_displayed(), 15)
+        wait_for("the app's nickname shown", lambda: nickname in driver.find_element(By.ID, "me").text, 15)
+        assert "token" not in driver.execute_script("return location.href"), "the token stays out of the address bar"
+    finally:
+        driver.quit()
