@@ -115,7 +115,8 @@ public final class ClusterMonitor: Sendable {
                     slowConsumers: Self.int(report?["slowConsumers"]))
                 if let before = state.known[node.id] {
                     if stale != before.stale {
-                        event(node.id, stale ? "stale" : "fresh", stale ? "no heartbeat for \((now - node.lastSeen) / 1000) s" : "heartbeats again")
+                        let text = stale ? "no heartbeat for \((now - node.lastSeen) / 1000) s" : "heartbeats again"
+                        event(node.id, stale ? "stale" : "fresh", text)
                     }
                     if node.id != ownID, let ready = current.ready, let was = before.ready, ready != was {
                         event(node.id, ready ? "redis_up" : "redis_down", ready ? "Redis reachable again" : "Redis unreachable")
@@ -142,7 +143,10 @@ public final class ClusterMonitor: Sendable {
             }
             if sawCluster {
                 for (id, known) in state.known where !seen.contains(id) {
-                    event(id, "left", known.draining ? "left (drained)" : known.stale ? "gone (no heartbeat for \(ChatService.heartbeatTTL / 1000) s)" : "left")
+                    let text =
+                        known.draining ? "left (drained)"
+                        : known.stale ? "gone (no heartbeat for \(ChatService.heartbeatTTL / 1000) s)" : "left"
+                    event(id, "left", text)
                     state.known[id] = nil
                 }
             }
