@@ -17,6 +17,9 @@ public final class NodeReporter: Sendable {
         var last: Sample?
         var rates = Rates()
         var draining = false
+        /// The busiest rooms as of the last sample (listing rooms walks the hub's
+        /// streams: once per heartbeat, not per dashboard request).
+        var rooms: [(room: String, count: Int, nicknames: [String])] = []
     }
 
     struct Sample {
@@ -45,7 +48,7 @@ public final class NodeReporter: Sendable {
 
     /// Takes a sample of the counters at `now` (Unix ms) and updates the per-second rates
     /// (over the time since the previous sample).
-    func sample(_ metrics: Metrics, now: Int64) {
+    func sample(_ metrics: Metrics, now: Int64, rooms: [(room: String, count: Int, nicknames: [String])]) {
         let sample = Sample(
             at: now, received: metrics.clientEvents.load(ordering: .relaxed),
             delivered: metrics.deliveries.load(ordering: .relaxed), published: metrics.published.load(ordering: .relaxed))
@@ -58,12 +61,13 @@ public final class NodeReporter: Sendable {
                     published: Double(max(0, sample.published - last.published)) / seconds)
             }
             state.last = sample
+            state.rooms = rooms
         }
     }
 
-    /// The report: rates from the last `sample`, counters read now.
-    func report(metrics: Metrics, ready: Bool, rooms: [(room: String, count: Int, nicknames: [String])]) -> JSONValue {
-        let (rates, draining) = state.withLock { ($0.rates, $0.draining) }
+    /// The report: rates and rooms from the last `sample`, counters read now.
+    func report(metrics: Metrics, ready: Bool) -> JSONValue {
+        let (rates, draining, rooms) = state.withLock { ($0.rates, $0.draining, $0.rooms) }
         let rtt = metrics.brokerRoundTripMicros.load(ordering: .relaxed)
         let counters = metrics.labelledCounters()
         func rounded(_ value: Double) -> JSONValue { .double((value * 10).rounded() / 10) }
@@ -105,14 +109,14 @@ extension ChatService {
         }
     }
 
-    /// The report as of now, with the rates of the last heartbeat.
+    /// The report as of now, with the rates and rooms of the last heartbeat.
     public func currentReport() -> JSONValue {
-        reporter.report(metrics: metrics, ready: broker.isReady, rooms: busiestRooms())
+        reporter.report(metrics: metrics, ready: broker.isReady)
     }
 
-    /// The report of the next heartbeat (samples the rates first).
+    /// The report of the next heartbeat (samples the rates and rooms first).
     func heartbeatReport(now: Int64) -> JSONValue {
-        reporter.sample(metrics, now: now)
-        return reporter.report(metrics: metrics, ready: broker.isReady, rooms: busiestRooms())
+        reporter.sample(metrics, now: now, rooms: busiestRooms())
+        return reporter.report(metrics: metrics, ready: broker.isReady)
     }
 }

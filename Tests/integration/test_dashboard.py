@@ -316,7 +316,10 @@ def test_redis_outage_and_slow_consumer_are_cluster_events(cluster: Any) -> None
     from urllib.parse import quote
 
     redis, (a, b) = cluster
-    wait_for("both nodes ready", lambda: a.running and b.running and dashboard(a).status_code == 200, 30)
+    # Node a's monitor has sampled node b (b may have just been restarted by the test
+    # before): its counters are known before Redis goes.
+    wait_for("node b in node a's latest sample",
+             lambda: a.running and b.running and "dash-b" in dashboard(a).json()["history"][-1]["nodes"], 30)
     since_seq = max([e["seq"] for e in dashboard(a).json()["events"]] or [0])
 
     def new_events() -> list[dict]:
