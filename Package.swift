@@ -19,7 +19,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", .upToNextMinor(from: "5.7.1")),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
@@ -102,6 +103,16 @@ let package = Package(
             dependencies: ["SwitchboardCore"],
             swiftSettings: strict
         ),
+        // The application's JWTs (HS256, RS256, ES256; PEM or JWKS) as identities, over
+        // JWTKit. The core only knows its `ExternalTokenVerifier` role.
+        .target(
+            name: "SwitchboardJWT",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strict
+        ),
         // Hummingbird routes and one file per transport.
         .target(
             name: "SwitchboardServer",
@@ -138,7 +149,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardServer", "SwitchboardRedis", "SwitchboardBench",
+                "SwitchboardCore", "SwitchboardServer", "SwitchboardRedis", "SwitchboardBench", "SwitchboardJWT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -156,6 +167,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "SwitchboardJSON"], swiftSettings: strict),
+        .testTarget(
+            name: "SwitchboardJWTTests",
+            dependencies: ["SwitchboardJWT", "SwitchboardCore", .product(name: "JWTKit", package: "jwt-kit")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SwitchboardSocketIOTests",
             dependencies: ["SwitchboardSocketIO", "SocketIO", "SwitchboardCore"],

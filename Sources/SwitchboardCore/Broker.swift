@@ -97,11 +97,31 @@ public struct NodeStatus: Sendable, Equatable {
     public var lastSeen: Int64
     /// Live connections per transport name at the last heartbeat.
     public var connections: [String: Int]
+    /// What the node reported about itself for `/dashboard` (`NodeReport`), if anything.
+    public var report: JSONValue?
 
-    public init(id: String, lastSeen: Int64, connections: [String: Int]) {
+    public init(id: String, lastSeen: Int64, connections: [String: Int], report: JSONValue? = nil) {
         self.id = id
         self.lastSeen = lastSeen
         self.connections = connections
+        self.report = report
+    }
+
+    /// The heartbeat's value: the connection counts (`encodedConnections`) plus the
+    /// report under `~report` — which nodes that only read counts skip (not a number).
+    public var encodedHeartbeat: String {
+        var fields = connections.mapValues { JSONValue.int(Int64($0)) }
+        if let report { fields[Self.reportKey] = report }
+        return String(decoding: JSONValue.object(fields).jsonBytes, as: UTF8.self)
+    }
+
+    static let reportKey = "~report"
+
+    /// The report in a heartbeat's value (`encodedHeartbeat`).
+    public static func decodeReport(_ text: String) -> JSONValue? {
+        guard case .object(let fields)? = JSONValue.parse(Array(text.utf8)), let report = fields[reportKey], case .object = report
+        else { return nil }
+        return report
     }
 
     /// `{"websocket":3,"sse":1}`: how heartbeats carry the counts.

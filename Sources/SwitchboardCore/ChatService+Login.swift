@@ -11,9 +11,8 @@ extension ChatService {
             return .failure(EventError(.invalidNickname, "a nickname is 1–32 characters, no control characters, no leading or trailing spaces, no |"))
         }
         let avatar = rawAvatar ?? ""
-        guard avatar.utf8.count <= configuration.maxAvatarBytes, avatar.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
-        else {
-            return .failure(EventError(.invalidMessage, "avatar must be at most \(configuration.maxAvatarBytes) bytes of printable text"))
+        guard Avatar.isValid(avatar, maxBytes: configuration.maxAvatarBytes) else {
+            return .failure(Avatar.refusal(maxBytes: configuration.maxAvatarBytes))
         }
         let session = hex64(UInt64.random(in: .min ... .max)) + hex64(UInt64.random(in: .min ... .max))
         do {
@@ -30,7 +29,32 @@ extension ChatService {
         return .success(Login(token: signer.sign(identity), identity: identity))
     }
 
+    /// `POST /api/token`: a token for a user the application has authenticated itself.
+    /// No nickname claim here (the application vouches for the person); the session id
+    /// is derived from the nickname, so every token minted for one nickname shares one
+    /// claim — several tabs or devices of one user are one session.
+    public func mint(nickname rawNickname: String?, avatar rawAvatar: String?, ttlSeconds: Int64) -> Result<Login, EventError> {
+        guard let rawNickname, let nickname = Nickname(rawNickname) else {
+            return .failure(EventError(.invalidNickname, "a nickname is 1–32 characters, no control characters, no leading or trailing spaces, no |"))
+        }
+        let avatar = rawAvatar ?? ""
+        guard Avatar.isValid(avatar, maxBytes: configuration.maxAvatarBytes) else {
+            return .failure(Avatar.refusal(maxBytes: configuration.maxAvatarBytes))
+        }
+        let now = clock() / 1000
+        let identity = Identity(
+            nickname: nickname, avatar: avatar, session: Identity.applicationSession(for: nickname), issuedAt: now,
+            expiresAt: now + ttlSeconds)
+        return .success(Login(token: signer.sign(identity), identity: identity))
+    }
+
+    /// The identity in `token` (ours or the application's JWT), or nil.
     public func authenticate(_ token: String) -> Identity? {
-        signer.verify(token, now: clock() / 1000)
+        try? verifier.verify(token, now: clock() / 1000).get()
+    }
+
+    /// The identity in `token`, or why it is refused — what every transport checks.
+    public func verify(_ token: String) -> Result<Identity, TokenRefusal> {
+        verifier.verify(token, now: clock() / 1000)
     }
 }

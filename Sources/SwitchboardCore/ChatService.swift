@@ -8,10 +8,14 @@ public final class ChatService: Sendable {
     public let broker: any Broker
     public let hub: Hub
     let signer: TokenSigner
+    /// Every token check: ours (HMAC) and the application's (JWT).
+    let verifier: TokenVerifier
     let logger: Logger
     let clock: @Sendable () -> Int64
     let presence: PresenceTracker
     let cache: StreamCache
+    /// What this node's heartbeats report for `/dashboard`.
+    public let reporter: NodeReporter
     /// Counters for `/metrics` (the hub's).
     public var metrics: Metrics { hub.metrics }
     private let statelessLimiter: SessionRateLimiter
@@ -24,22 +28,30 @@ public final class ChatService: Sendable {
     let subscriptions = StreamSubscriptions()
     /// This node in `/cluster`.
     public var node: NodeHeartbeat {
-        NodeHeartbeat(broker: broker, metrics: metrics, clock: clock, status: { [self] in localStatus })
+        NodeHeartbeat(
+            broker: broker, metrics: metrics, clock: clock, status: { [self] in localStatus },
+            beat: { [self] in
+                var status = localStatus
+                status.report = heartbeatReport(now: clock())
+                return status
+            })
     }
     /// Broker generations whose gap is to be filled, consumed by `run` (the gap fill's owner).
     let gapFills = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     public init(
         configuration: ChatConfiguration, broker: any Broker, hub: Hub, signer: TokenSigner, logger: Logger,
-        clock: @escaping @Sendable () -> Int64 = unixMilliseconds
+        clock: @escaping @Sendable () -> Int64 = unixMilliseconds, externalTokens: (any ExternalTokenVerifier)? = nil
     ) {
         self.configuration = configuration
         self.broker = broker
         self.hub = hub
         self.signer = signer
+        self.verifier = TokenVerifier(signer: signer, external: externalTokens)
         self.logger = logger
         self.clock = clock
         self.cache = StreamCache(capacity: configuration.replayLimit)
+        self.reporter = NodeReporter(startedAt: clock())
         self.statelessLimiter = SessionRateLimiter(rate: configuration.ratePerSecond, burst: configuration.rateBurst)
         self.presence = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: clock)
         self.admission = Admission(
@@ -72,6 +84,11 @@ public final class ChatService: Sendable {
     /// `timeout` for them to go.
     public func drain(timeout: Duration = .seconds(5)) async {
         let subscribers = hub.subscribers
+        reporter.markDraining()
+        // Tell the cluster at once (the dashboard shows the node draining).
+        var status = localStatus
+        status.report = currentReport()
+        try? await broker.heartbeat(status, ttlMilliseconds: Self.heartbeatTTL)
         logger.info("draining", metadata: ["connections": "\(subscribers.count)"])
         for subscriber in subscribers { subscriber.close(reason: .serviceRestart) }
         metrics.count("disconnects", "drain", by: subscribers.count)

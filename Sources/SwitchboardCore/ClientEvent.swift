@@ -51,6 +51,9 @@ public enum ErrorCode: String, Sendable, Equatable {
     case unavailable = "unavailable"
     case unauthorized = "unauthorized"
     case tooManyConnections = "too_many_connections"
+    case invalidAvatar = "invalid_avatar"
+    /// `--login closed`: only tokens minted by the application are accepted.
+    case loginClosed = "login_closed"
 }
 
 public struct ClientEventLimits: Sendable {

@@ -25,6 +25,16 @@ public struct Identity: Sendable, Equatable {
     }
 
     public var sender: Sender { Sender(nickname: nickname, avatar: avatar) }
+
+    /// The session id of an identity the application vouches for (`POST /api/token`,
+    /// JWT): the same for every token of one nickname, so they share one claim.
+    public static func applicationSession(for nickname: Nickname) -> String {
+        let digest = SHA256.hash(data: Array("switchboard-app-session|\(nickname.value)".utf8))
+        return "app-" + digest.prefix(16).map { byte in
+            let hex = Array("0123456789abcdef".utf8)
+            return String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]], as: UTF8.self)
+        }.joined()
+    }
 }
 
 /// Signs and verifies tokens: `base64url(payload JSON).base64url(HMAC-SHA256)`.
@@ -54,19 +64,27 @@ public struct TokenSigner: Sendable {
     /// The identity in `token`, or nil when it is malformed, forged or expired at `now`
     /// (Unix seconds).
     public func verify(_ token: String, now: Int64) -> Identity? {
-        guard token.utf8.count <= 2048 else { return nil }
+        try? check(token, now: now).get()
+    }
+
+    /// The identity in `token`, or why it is refused: malformed, forged (no secret's
+    /// MAC matches) or expired at `now` (Unix seconds).
+    public func check(_ token: String, now: Int64) -> Result<Identity, TokenRefusal> {
+        guard token.utf8.count <= 2048 else { return .failure(TokenRefusal(.malformed, "token longer than 2048 bytes")) }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let mac = Base64URL.decode(parts[1]), mac.count == 32 else { return nil }
+        guard parts.count == 2, let mac = Base64URL.decode(parts[1]), mac.count == 32 else {
+            return .failure(TokenRefusal(.malformed, "not a token of this cluster"))
+        }
         let body = Array(parts[0].utf8)
         guard secrets.contains(where: { HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: SymmetricKey(data: $0)) })
-        else { return nil }
+        else { return .failure(TokenRefusal(.signature, "the token's signature does not verify")) }
         guard let bytes = Base64URL.decode(parts[0]), let json = JSONValue.parse(bytes),
             let nick = json["n"]?.stringValue.flatMap(Nickname.init), let avatar = json["a"]?.stringValue,
             let session = json["s"]?.stringValue,
             case .int(let iat)? = json["iat"], case .int(let exp)? = json["exp"]
-        else { return nil }
-        guard exp > now else { return nil }
-        return Identity(nickname: nick, avatar: avatar, session: session, issuedAt: iat, expiresAt: exp)
+        else { return .failure(TokenRefusal(.claims, "the token's claims are incomplete")) }
+        guard exp > now else { return .failure(TokenRefusal(.expired, "the token expired")) }
+        return .success(Identity(nickname: nick, avatar: avatar, session: session, issuedAt: iat, expiresAt: exp))
     }
 }
 

@@ -49,7 +49,7 @@ extension RedisBroker {
         _ = try await evaluate(
             .heartbeat, keys: [keys.nodes, keys.node(status.id)],
             arguments: [
-                bytes(String(status.lastSeen)), bytes(status.id), bytes(status.encodedConnections),
+                bytes(String(status.lastSeen)), bytes(status.id), bytes(status.encodedHeartbeat),
                 bytes(String(max(1, ttlMilliseconds))),
             ])
     }
@@ -61,7 +61,9 @@ extension RedisBroker {
             guard let id = flat[index].text, let score = flat[index + 1].text.flatMap({ Double($0) }) else {
                 throw malformed("liveNodes", reply)
             }
-            return NodeStatus(id: id, lastSeen: Int64(score), connections: NodeStatus.decodeConnections(flat[index + 2].text ?? ""))
+            let value = flat[index + 2].text ?? ""
+            return NodeStatus(
+                id: id, lastSeen: Int64(score), connections: NodeStatus.decodeConnections(value), report: NodeStatus.decodeReport(value))
         }.sorted { $0.id < $1.id }
     }
 }

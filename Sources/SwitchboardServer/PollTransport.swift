@@ -16,7 +16,7 @@ struct PollTransport {
     func register(on router: Router<SwitchboardRequestContext>) {
         router.get("/poll") { request, context in
             let callback = try request.callback()
-            guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
+            let identity = try chat.identity(token: request.token)
             let rooms = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
             let cursor = try request.cursor()
             let wait = try request.wait()

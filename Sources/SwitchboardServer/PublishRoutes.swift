@@ -10,10 +10,9 @@ struct PublishRoutes {
 
     func register(on router: Router<SwitchboardRequestContext>) {
         router.post("/api/publish") { request, context in
-            guard let key = configuration.apiKey, let header = request.headers[.authorization], header == "Bearer \(key)" else {
-                throw APIError.unauthorized
-            }
-            let json = try await APIRoutes(chat: chat, configuration: configuration).readJSON(request, context: context)
+            let api = APIRoutes(chat: chat, configuration: configuration)
+            try api.requireAPIKey(request)
+            let json = try await api.readJSON(request, context: context)
             guard case .object(let event)? = json["event"] else {
                 throw APIError(.badRequest, ErrorCode.invalidMessage.rawValue, "event must be a JSON object")
             }

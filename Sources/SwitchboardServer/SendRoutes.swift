@@ -11,7 +11,7 @@ struct SendRoutes {
 
     func register(on router: Router<SwitchboardRequestContext>) {
         router.post("/api/send") { request, context in
-            guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
+            let identity = try chat.identity(token: request.token)
             var request = request
             let body: ByteBuffer
             do {
@@ -23,7 +23,7 @@ struct SendRoutes {
         }
         router.get("/api/send") { request, _ in
             let callback = try request.callback()
-            guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
+            let identity = try chat.identity(token: request.token)
             guard let event = request.formParameter("event") else {
                 throw APIError(.badRequest, ErrorCode.invalidMessage.rawValue, "missing event parameter")
             }

@@ -8,8 +8,15 @@ public struct ServerConfiguration: Sendable {
     public var chat: ChatConfiguration
     /// Token secrets: the first signs, every one verifies (rotation).
     public var secrets: [String]
-    /// Key for `POST /api/publish`; publishing is refused when nil.
+    /// Key for `POST /api/publish`, `POST /api/token` and the dashboard's data; those
+    /// are refused when nil.
     public var apiKey: String?
+    /// Who may pick a nickname: `open` — anyone, with `POST /api/login` or Socket.IO
+    /// `auth: {nickname}`; `closed` — only tokens the application minted
+    /// (`POST /api/token`) or signed (JWT).
+    public var login: LoginMode = .open
+    /// Longest lifetime `POST /api/token` grants, in seconds.
+    public var maxMintedTokenSeconds: Int64 = 30 * 24 * 3600
     /// Origins allowed for CORS and WebSocket upgrades; empty = same origin only.
     public var allowedOrigins: [String] = []
     /// Largest accepted WebSocket message and HTTP body, in bytes.
@@ -31,6 +38,10 @@ public struct ServerConfiguration: Sendable {
     /// Engine.IO heartbeat of `/socket.io/` sessions: ping interval and pong timeout.
     public var socketIOPingInterval: Duration = .seconds(25)
     public var socketIOPingTimeout: Duration = .seconds(20)
+
+    public enum LoginMode: String, Sendable, CaseIterable {
+        case open, closed
+    }
 
     public init(host: String, port: Int, chat: ChatConfiguration, secrets: [String]) {
         self.host = host

@@ -15,6 +15,9 @@ struct SocketIOChatHandler: SocketIOHandler {
     let chat: ChatService
     let maxQueuedFrames: Int
     let logger: Logger
+    /// `--login open`: `auth: {nickname, avatar}` logs in on the fly; closed: refused
+    /// with `login_closed` (tokens only).
+    var loginOpen = true
 
     /// Events of one client waiting for the worker; past this, an event is refused with
     /// `rate_limited`.
@@ -25,7 +28,7 @@ struct SocketIOChatHandler: SocketIOHandler {
             of: SocketIOChatWork.self, bufferingPolicy: .bufferingOldest(Self.maxQueuedEvents))
         var logger = self.logger
         logger[metadataKey: "engine.sid"] = .string(client.session.sid)
-        let worker = SocketIOChatWorker(chat: chat, maxQueuedFrames: maxQueuedFrames, logger: logger)
+        let worker = SocketIOChatWorker(chat: chat, maxQueuedFrames: maxQueuedFrames, logger: logger, loginOpen: loginOpen)
         Task { await worker.run(stream) }
         return SocketIOChatConnection(continuation: continuation)
     }
@@ -74,11 +77,15 @@ final class SocketIOChatWorker: Sendable {
     let chat: ChatService
     let maxQueuedFrames: Int
     let logger: Logger
+    let loginOpen: Bool
 
-    init(chat: ChatService, maxQueuedFrames: Int, logger: Logger) {
+    static let loginClosedMessage = "this chat accepts only tokens from its application (auth: {token})"
+
+    init(chat: ChatService, maxQueuedFrames: Int, logger: Logger, loginOpen: Bool = true) {
         self.chat = chat
         self.maxQueuedFrames = maxQueuedFrames
         self.logger = logger
+        self.loginOpen = loginOpen
     }
 
     struct Member {
@@ -118,11 +125,16 @@ final class SocketIOChatWorker: Sendable {
             socket.reject(SocketIOChatReply.connectError(EventError(.unauthorized, "auth must be {token} or {nickname, avatar}")))
             return
         case .token(let raw)?:
-            guard let verified = chat.authenticate(raw) else {
-                socket.reject(SocketIOChatReply.connectError(EventError(.unauthorized, "missing, forged or expired token")))
+            switch chat.verify(raw) {
+            case .success(let verified):
+                identity = verified
+            case .failure(let refusal):
+                socket.reject(SocketIOChatReply.connectError(refusal.eventError, reason: refusal.reason.rawValue))
                 return
             }
-            identity = verified
+        case .login? where !loginOpen:
+            socket.reject(SocketIOChatReply.connectError(EventError(.loginClosed, Self.loginClosedMessage)))
+            return
         case .login(let nickname, let avatar)?:
             if let known = state.logins[nickname], known.avatar == (avatar ?? "") {
                 identity = known

@@ -25,7 +25,8 @@ struct SocketIOTransport: Sendable {
             pingInterval: configuration.socketIOPingInterval, pingTimeout: configuration.socketIOPingTimeout,
             maxPayload: configuration.maxMessageBytes)
         let socketIO = SocketIOConfiguration(namespaces: Set(configuration.socketIONamespaces))
-        let handler = SocketIOChatHandler(chat: chat, maxQueuedFrames: configuration.maxQueuedFrames, logger: logger)
+        let handler = SocketIOChatHandler(
+            chat: chat, maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, loginOpen: configuration.login == .open)
         self.endpoint = EngineIOEndpoint(
             configuration: engine, application: SocketIOApplication(configuration: socketIO, handler: handler),
             logger: logger, cors: false, maxBacklog: configuration.maxQueuedFrames)

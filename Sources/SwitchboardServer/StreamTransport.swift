@@ -33,7 +33,7 @@ struct StreamTransport {
     /// Validates a stream request and opens its session (errors are the answers to send).
     /// `output`: `.parts` through the router; the gate's native path writes raw bytes.
     func open(_ request: Request, channel: any Channel, framing: StreamFraming, output: StreamSink.Output = .parts) async throws -> Opening {
-        guard let token = request.token, let identity = chat.authenticate(token) else { throw APIError.unauthorized }
+        let identity = try chat.identity(token: request.token)
         let rooms = try request.rooms(limit: configuration.chat.maxRoomsPerConnection)
         var cursor = try request.cursor()
         if case .sse = framing {

@@ -19,8 +19,14 @@ public struct SwitchboardServer: Sendable {
     private let logger: Logger
     let pollSessions: PollSessions
     let socketIO: SocketIOTransport
+    /// The cluster as `/dashboard` shows it.
+    let monitor: ClusterMonitor
 
-    public init(configuration: ServerConfiguration, broker: any Broker, logger: Logger) {
+    /// `externalTokens`: the application's JWTs (`SwitchboardJWT`), accepted wherever
+    /// this node's own tokens are.
+    public init(
+        configuration: ServerConfiguration, broker: any Broker, logger: Logger, externalTokens: (any ExternalTokenVerifier)? = nil
+    ) {
         self.configuration = configuration
         self.logger = logger
         // Every message is encoded once per wire format: native JSON, and one Socket.IO
@@ -29,9 +35,10 @@ public struct SwitchboardServer: Sendable {
         encoders.merge(SocketIOWireFormat.encoders(namespaces: configuration.socketIONamespaces)) { native, _ in native }
         self.chat = ChatService(
             configuration: configuration.chat, broker: broker, hub: Hub(encoders: encoders),
-            signer: TokenSigner(secrets: configuration.secrets), logger: logger)
+            signer: TokenSigner(secrets: configuration.secrets), logger: logger, externalTokens: externalTokens)
         self.pollSessions = PollSessions(chat: chat, window: configuration.pollPresenceWindow)
         self.socketIO = SocketIOTransport(chat: chat, configuration: configuration, logger: logger)
+        self.monitor = ClusterMonitor(chat: chat)
     }
 
     /// The router with every route of PROTOCOL.md served so far.
@@ -41,6 +48,7 @@ public struct SwitchboardServer: Sendable {
         APIRoutes(chat: chat, configuration: configuration).register(on: router)
         OperationsRoutes(chat: chat).register(on: router)
         StaticRoutes().register(on: router)
+        DashboardRoutes(monitor: monitor, api: APIRoutes(chat: chat, configuration: configuration)).register(on: router)
         WebSocketTransport(chat: chat, configuration: configuration).register(on: router)
         StreamTransport(chat: chat, configuration: configuration).register(on: router)
         PollTransport(chat: chat, sessions: pollSessions, configuration: configuration).register(on: router)
@@ -60,7 +68,9 @@ public struct SwitchboardServer: Sendable {
             router: router,
             server: server(router: router),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
-            services: [ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint)],
+            services: [
+                ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint), ClusterMonitorRunner(monitor: monitor),
+            ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

@@ -246,9 +246,7 @@ extension UpgradeGate {
 
 extension APIError {
     var jsonBody: String {
-        var fields: [String: JSONValue] = ["error": .string(code)]
-        if let message { fields["message"] = .string(message) }
-        return String(decoding: JSONValue.object(fields).jsonBytes, as: UTF8.self)
+        String(decoding: JSONValue.object(bodyFields).jsonBytes, as: UTF8.self)
     }
 }
 

@@ -29,7 +29,11 @@ struct WebSocketTransport {
         let query = parsed.queryParameters
         var token = query["token"].map(String.init)
         if let authorization, authorization.hasPrefix("Bearer ") { token = String(authorization.dropFirst(7)) }
-        guard let token, let identity = chat.authenticate(token) else { return .failure(.unauthorized) }
+        let identity: Identity
+        switch chat.identity(bearer: token) {
+        case .success(let verified): identity = verified
+        case .failure(let refusal): return .failure(refusal)
+        }
         guard OriginPolicy(allowed: configuration.allowedOrigins).isAllowed(origin: origin, host: host) else {
             return .failure(APIError(.forbidden, "origin_not_allowed", "origin not allowed"))
         }
@@ -68,7 +72,7 @@ struct WebSocketTransport {
             if let authorization = request.headers[.authorization], authorization.hasPrefix("Bearer ") {
                 token = String(authorization.dropFirst(7))
             }
-            guard let token, chat.authenticate(token) != nil else { throw APIError.unauthorized }
+            _ = try chat.identity(token: token)
             var response = Response.json(Array(#"{"error":"upgrade_required"}"#.utf8), status: .upgradeRequired)
             response.headers[.upgrade] = "websocket"
             return response

@@ -128,10 +128,10 @@ public enum SocketIOChatReply {
 
     /// The CONNECT_ERROR payload: `{"message": code, "data": {"code": …, "message": …}}`
     /// (clients show `message`; `data` is `err.data` in socket.io-client).
-    public static func connectError(_ error: EventError) -> JSONValue {
-        .object([
-            "message": .string(error.code.rawValue),
-            "data": .object(["code": .string(error.code.rawValue), "message": .string(error.message)]),
-        ])
+    /// `reason`: why a token was refused (`token_expired`, …), in `data.reason`.
+    public static func connectError(_ error: EventError, reason: String? = nil) -> JSONValue {
+        var data: [String: JSONValue] = ["code": .string(error.code.rawValue), "message": .string(error.message)]
+        if let reason { data["reason"] = .string(reason) }
+        return .object(["message": .string(error.code.rawValue), "data": .object(data)])
     }
 }

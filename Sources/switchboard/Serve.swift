@@ -2,6 +2,7 @@ import ArgumentParser
 import Hummingbird
 import Logging
 import SwitchboardCore
+import SwitchboardJWT
 import SwitchboardRedis
 import SwitchboardServer
 
@@ -73,6 +74,24 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("socketio-namespaces"), help: "Comma-separated Socket.IO namespaces besides / (SWITCHBOARD_SOCKETIO_NAMESPACES), e.g. /chat,/admin.")
     var socketIONamespaces: String = env("SWITCHBOARD_SOCKETIO_NAMESPACES") ?? ""
 
+    @Option(help: "open: anyone picks a free nickname (POST /api/login, Socket.IO auth {nickname}); closed: only tokens from the application (SWITCHBOARD_LOGIN).")
+    var login: String = env("SWITCHBOARD_LOGIN") ?? "open"
+
+    @Option(name: .customLong("jwt-public-key"), help: "PEM public key (RS256/ES256) or JWKS file for the application's JWTs (SWITCHBOARD_JWT_PUBLIC_KEY). HS256: set SWITCHBOARD_JWT_SECRET.")
+    var jwtPublicKey: String = env("SWITCHBOARD_JWT_PUBLIC_KEY") ?? ""
+
+    @Option(name: .customLong("jwt-audience"), help: "Required aud of JWTs (SWITCHBOARD_JWT_AUDIENCE).")
+    var jwtAudience: String = env("SWITCHBOARD_JWT_AUDIENCE") ?? ""
+
+    @Option(name: .customLong("jwt-issuer"), help: "Required iss of JWTs (SWITCHBOARD_JWT_ISSUER).")
+    var jwtIssuer: String = env("SWITCHBOARD_JWT_ISSUER") ?? ""
+
+    @Option(name: .customLong("jwt-nickname-claim"), help: "JWT claim holding the nickname (SWITCHBOARD_JWT_NICKNAME_CLAIM).")
+    var jwtNicknameClaim: String = env("SWITCHBOARD_JWT_NICKNAME_CLAIM") ?? "sub"
+
+    @Option(name: .customLong("jwt-avatar-claim"), help: "JWT claim holding the avatar (SWITCHBOARD_JWT_AVATAR_CLAIM).")
+    var jwtAvatarClaim: String = env("SWITCHBOARD_JWT_AVATAR_CLAIM") ?? "avatar"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error (LOG_LEVEL).")
     var logLevel: String = env("LOG_LEVEL") ?? "info"
 
@@ -117,6 +136,8 @@ struct Serve: AsyncParsableCommand {
         guard namespaces != nil else {
             throw ValidationError("--socketio-namespaces: each namespace is / followed by letters, digits, _ - . : /")
         }
+        guard ServerConfiguration.LoginMode(rawValue: login) != nil else { throw ValidationError("--login must be open or closed") }
+        guard !jwtNicknameClaim.isEmpty, !jwtAvatarClaim.isEmpty else { throw ValidationError("--jwt-…-claim must not be empty") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
         if let redis = redisURL, (try? RedisURL(redis)) == nil {
             throw ValidationError("malformed Redis URL \(redis); expected redis://[:password@]host:port[/db]")
@@ -162,6 +183,8 @@ struct Serve: AsyncParsableCommand {
         configuration.pollPresenceWindow = .seconds(pollWindow)
         configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingSpaces }
         configuration.socketIONamespaces = namespaces ?? ["/"]
+        configuration.login = ServerConfiguration.LoginMode(rawValue: login) ?? .open
+        let externalTokens = await jwtVerifier(maxAvatarBytes: chat.maxAvatarBytes)
 
         let broker: any Broker
         if let redis {
@@ -169,7 +192,7 @@ struct Serve: AsyncParsableCommand {
         } else {
             broker = MemoryBroker(historyLimit: history)
         }
-        let server = SwitchboardServer(configuration: configuration, broker: broker, logger: logger)
+        let server = SwitchboardServer(configuration: configuration, broker: broker, logger: logger, externalTokens: externalTokens)
         let app = try await server.makeApplication { port in
             logger.info("listening", metadata: ["url": "http://\(host):\(port)", "broker": "\(redis == nil ? "memory" : "redis")"])
         }
@@ -181,6 +204,49 @@ struct Serve: AsyncParsableCommand {
         }
         await broker.shutdown()
     }
+}
+
+extension Serve {
+    /// The application's JWT keys (`SWITCHBOARD_JWT_SECRET`, `--jwt-public-key`), or nil
+    /// when none is configured. A key that cannot be used stops the node with one line.
+    func jwtVerifier(maxAvatarBytes: Int) async -> JWTVerifier? {
+        var jwt = JWTConfiguration()
+        jwt.secret = env("SWITCHBOARD_JWT_SECRET").flatMap { $0.isEmpty ? nil : $0 }
+        if !jwtPublicKey.isEmpty {
+            guard let text = readSmallFile(jwtPublicKey, limit: 1 << 20) else {
+                fail("--jwt-public-key: cannot read \(jwtPublicKey) (at most 1 MiB)")
+            }
+            jwt.publicKey = text
+        }
+        jwt.audience = jwtAudience.isEmpty ? nil : jwtAudience
+        jwt.issuer = jwtIssuer.isEmpty ? nil : jwtIssuer
+        jwt.nicknameClaim = jwtNicknameClaim
+        jwt.avatarClaim = jwtAvatarClaim
+        jwt.maxAvatarBytes = maxAvatarBytes
+        guard jwt.isEnabled else { return nil }
+        do {
+            return try await JWTVerifier(jwt)
+        } catch {
+            fail("\(error)")
+        }
+    }
+}
+
+/// The bytes of a file of at most `limit` bytes, as UTF-8 text.
+func readSmallFile(_ path: String, limit: Int) -> String? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { return nil }
+        if n == 0 { break }
+        bytes += chunk[0..<n]
+        if bytes.count > limit { return nil }
+    }
+    return String(validating: bytes, as: UTF8.self)
 }
 
 /// Prints one clear line on stderr and exits non-zero.

@@ -26,9 +26,9 @@ def test_login_returns_token_nickname_avatar_node(node):
 
 
 def test_login_unicode_nickname(node):
-    body = login(node.url, "东东", "东.jpg")
+    body = login(node.url, "东东", "5.jpg")
     assert body["nickname"] == "东东"
-    assert body["avatar"] == "东.jpg"
+    assert body["avatar"] == "5.jpg"
     assert body["token"]
 
 

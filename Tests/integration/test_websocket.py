@@ -75,7 +75,7 @@ def test_welcome_is_the_first_event(node):
     room = h.unique_room()
 
     async def body():
-        creds = login(node.url, nick, "7.png")
+        creds = login(node.url, nick, "7.jpg")
         async with Clients() as c:
             # Give the room some history first, so there is something that could
             # come before the welcome.
@@ -88,7 +88,7 @@ def test_welcome_is_the_first_event(node):
             assert first.get("type") == "welcome", f"first event: {first}"
             assert set(first) == {"type", "nickname", "avatar", "node", "transport", "cursor"}, first
             assert first["nickname"] == nick
-            assert first["avatar"] == "7.png"
+            assert first["avatar"] == "7.jpg"
             assert first["node"] == node.node_id
             assert first["transport"] == "websocket"
             assert isinstance(first["cursor"], str)
@@ -104,8 +104,8 @@ def test_welcome_unicode_identity(node):
     async def body():
         async with Clients() as c:
             nick = "东" + h.unique_name("")[1:]
-            _, welcome, _ = await c.user(node, nick, avatar="头像.png")
-            assert welcome["nickname"] == nick and welcome["avatar"] == "头像.png"
+            _, welcome, _ = await c.user(node, nick, avatar="https://img.example/%E5%A4%B4%E5%83%8F.png")
+            assert welcome["nickname"] == nick and welcome["avatar"] == "https://img.example/%E5%A4%B4%E5%83%8F.png"
 
     run(body(), 30)
 
@@ -186,8 +186,8 @@ def test_say_echo_true_stamps_sender_and_acks(node):
 
     async def body():
         async with Clients() as c:
-            alice, _, acred = await c.user(node, h.unique_name("alice"), avatar="a.png", rooms=[room])
-            bob, _, bcred = await c.user(node, h.unique_name("bob"), avatar="b.png", rooms=[room])
+            alice, _, acred = await c.user(node, h.unique_name("alice"), avatar="2.jpg", rooms=[room])
+            bob, _, bcred = await c.user(node, h.unique_name("bob"), avatar="3.jpg", rooms=[room])
             text = "hello 东东 😀 </script>\"\\"
             await alice.send({
                 "type": "say", "room": room, "text": text, "echo": True, "ref": "r-1",
@@ -198,7 +198,7 @@ def test_say_echo_true_stamps_sender_and_acks(node):
             ack, mine = await alice.recv_all(is_type("ack", ref="r-1"), is_message(text), what="ack and own echo")
             theirs = await bob.recv_until(is_message(text), what="room message")
             for e in (mine, theirs):
-                assert_message(e, room=room, nickname=acred["nickname"], avatar="a.png", text=text)
+                assert_message(e, room=room, nickname=acred["nickname"], avatar="2.jpg", text=text)
             assert mine == theirs
             assert mine["id"] != "1-1" and mine["ts"] != 5
             assert ack == {"type": "ack", "ref": "r-1", "id": mine["id"]}
@@ -211,9 +211,9 @@ def test_say_echo_true_stamps_sender_and_acks(node):
             assert h.id_key(second["id"]) > h.id_key(mine["id"])
 
             # Bob's reply is stamped with Bob.
-            await bob.send({"type": "say", "room": room, "text": "reply", "from": {"nickname": acred["nickname"], "avatar": "a.png"}})
+            await bob.send({"type": "say", "room": room, "text": "reply", "from": {"nickname": acred["nickname"], "avatar": "2.jpg"}})
             reply = await alice.recv_until(is_message("reply"))
-            assert_message(reply, room=room, nickname=bcred["nickname"], avatar="b.png", text="reply")
+            assert_message(reply, room=room, nickname=bcred["nickname"], avatar="3.jpg", text="reply")
 
     run(body(), 30)
 
@@ -268,7 +268,7 @@ def test_say_echo_false_excludes_all_sender_connections(node):
 def test_whisper_reaches_target_and_senders_other_tabs_only(node):
     async def body():
         async with Clients() as c:
-            a1, _, acred = await c.user(node, h.unique_name("alice"), avatar="a.png")
+            a1, _, acred = await c.user(node, h.unique_name("alice"), avatar="2.jpg")
             a2, _ = await c.session(node, acred["token"], name="alice-tab2")
             bob, _, bcred = await c.user(node, h.unique_name("bob"))
             carol, _, _ = await c.user(node, h.unique_name("carol"))
@@ -280,7 +280,7 @@ def test_whisper_reaches_target_and_senders_other_tabs_only(node):
             at_bob = await bob.recv_until(is_private("psst 东"), what="whisper at target")
             at_tab2 = await a2.recv_until(is_private("psst 东"), what="copy at sender's other tab")
             for e in (at_bob, at_tab2):
-                assert_private(e, sender=alice_nick, avatar="a.png", to=bob_nick, text="psst 东")
+                assert_private(e, sender=alice_nick, avatar="2.jpg", to=bob_nick, text="psst 东")
             assert set(ack) == {"type", "ref", "id"}, ack
             # docs/protocol.md: the ack carries the id in the sender's own private stream,
             # the one its other tabs see.
