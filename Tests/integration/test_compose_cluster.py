@@ -13,7 +13,8 @@ In order, on one compose project (module fixture):
 1. build the edge image (release build; SwiftPM's .build in a build cache, see the
    Dockerfile), `up -d --scale edge=3`: the LB reaches exactly the three edge containers;
 2. three users through the LB land on three edges: a whisper crosses edges and skips the
-   third user, presence says 3 everywhere; `up -d --scale edge=5` while they are
+   third user, presence says 3 everywhere (4 with a Socket.IO user through the LB's
+   cookie-pinned backend); `up -d --scale edge=5` while they are
    connected: the LB reaches all five, the live sockets keep working; the container
    serving one user is killed: the user reconnects through the LB with its cursor and
    gets exactly what was said meanwhile;
@@ -37,10 +38,11 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
+import aiohttp
 import httpx
 import pytest
 
-from switchboard_harness import CursorTracker, WSClient, free_port, is_type, log_dir, run
+from switchboard_harness import SIO, CursorTracker, WSClient, free_port, is_type, log_dir, run, wait_transport
 
 # The image build takes both cores for minutes: not at the same time as the CPU-bound tests.
 pytestmark = pytest.mark.xdist_group("heavy")
@@ -212,6 +214,8 @@ def test_lb_reaches_the_three_edges(cluster: Compose):
         raise AssertionError(f"{error}\n{cluster.logs()}") from None
     TIMINGS["LB reaches 3 edges"] = time.monotonic() - started
     assert {c.attrs["State"]["Status"] for c in cluster.containers()} == {"running"}
+    page = httpx.get(f"{cluster.lb}/", timeout=10, trust_env=False)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page
 
 
 async def login(compose: Compose, nickname: str) -> dict:
@@ -275,6 +279,23 @@ def test_chat_across_edges_scaling_and_a_killed_edge(cluster: Compose):
             await alice.send({"type": "whisper", "to": "carol", "text": "for carol", "ref": 2})
             await carol.wait_seen(is_type("private", text="for carol"), 15, what="carol's own whisper")
             assert not carol.seen(lambda e: e.get("text") == "只给小明"), carol.events
+
+            # Socket.IO through the LB's cookie-pinned backend (polling, then the upgrade):
+            # a fourth user in the lobby, counted on every edge.
+            # The client keeps haproxy's cookie (aiohttp refuses cookies of IP hosts unless told).
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            dave = SIO("dave", http_session=session)
+            try:
+                await dave.connect(cluster.lb, {"nickname": "dave", "avatar": "2.jpg"}, None)
+                assert (await dave.welcome())["nickname"] == "dave"
+                await wait_transport(dave, None)
+                await dave.client.call("join", "lobby", timeout=10)
+                await dave.wait("presence", lambda a: a[0].get("room") == "lobby" and a[0].get("count") == 4, 20)
+                await carol.wait_seen(lambda e: is_type("presence", room="lobby")(e) and e["count"] == 4, 20,
+                                      what="presence 4 with the Socket.IO user")
+            finally:
+                await dave.close()
+                await session.close()
 
             # Scale out while everyone is connected: the LB reaches five edges, and the
             # three sockets still work.
