@@ -6,7 +6,7 @@ set -euo pipefail
 APT_RUN=(redis-server libhiredis-dev haproxy)
 APT_TEST=(chromium chromium-driver iproute2 docker-compose fonts-noto-color-emoji fonts-wqy-microhei nodejs node-fetch)
 PIP_RUN=(honcho)
-PIP_TEST=(pytest pytest-xdist websockets httpx requests python-socketio aiohttp selenium PyJWT cryptography)
+PIP_TEST=(pytest pytest-xdist websockets httpx requests python-socketio aiohttp selenium PyJWT cryptography docker)
 
 want_apt=("${APT_RUN[@]}")
 want_pip=("${PIP_RUN[@]}")

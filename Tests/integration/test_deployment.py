@@ -62,7 +62,13 @@ def test_configs_agree_on_ports_and_environment():
     compose_port = re.search(r'PORT: "(\d+)"', compose).group(1)
     assert f"edge:{compose_port}" in docker_lb
     assert f'- "{compose_port}"' in compose
-    assert '"8080:8080"' in compose
+    # The LB's host port: 8080 unless SWITCHBOARD_LB_PORT says otherwise (the engine test).
+    assert '"${SWITCHBOARD_LB_PORT:-8080}:8080"' in compose
+    # The LB resolves edges with the container's own resolver, on any engine.
+    # (A `nameserver 127.0.0.11:53` exists only under Docker: under Podman every request was a 503.)
+    assert "parse-resolv-conf" in docker_lb and not re.search(r"^\s*nameserver", docker_lb, re.M)
+    # server-template replicas have no cookie value of their own: Socket.IO affinity needs `dynamic`.
+    assert re.search(r"cookie SBNODE .*\bdynamic\b", docker_lb) and "dynamic-cookie-key" in docker_lb
     # Redis: the Procfile's URL matches its redis port; compose uses the service name.
     assert re.search(r"redis-server --port 6379", procfile) and "redis://127.0.0.1:6379" in procfile
     assert "REDIS_URL: redis://redis:6379" in compose
