@@ -79,6 +79,16 @@ final class PresenceTracker: Sendable {
         count <= configuration.joinLeaveLimit && configuration.joinLeaveLimit > 0
     }
 
+    /// Rooms of up to this many nicknames get their member list pushed when it changes:
+    /// a push is a page to every member, so it costs O(n²) bytes per change. Bigger rooms
+    /// under the join/leave limit get the snapshot after a join and `joined`/`left`, and
+    /// ask for the list when their count and their list disagree (a crashed node's users).
+    static let pushedMembersLimit = 32
+
+    static func pushesMembers(count: Int, configuration: ChatConfiguration) -> Bool {
+        listsMembers(count: count, configuration: configuration) && count <= pushedMembersLimit
+    }
+
     /// One page of `room`'s member list, cluster-wide, now.
     func members(of room: RoomName, after: Nickname?, limit: Int) async throws -> PresencePage {
         try await broker.presenceMembers(of: room, now: clock(), after: after, limit: limit)
@@ -182,17 +192,17 @@ final class PresenceTracker: Sendable {
         }
     }
 
-    /// The room's count, with the first page of its member list when the room is under
-    /// the join/leave limit (as last counted): one broker call, two when a big room comes
-    /// back under the limit.
+    /// The room's count, with the first page of its member list when the room's list is
+    /// pushed (`pushesMembers`, as last counted): one broker call, two when a room comes
+    /// back under that size.
     private func recount(_ room: RoomName) async -> (Int, PresencePage?)? {
         let last = state.withLock { $0.lastSent[room] } ?? 0
-        if !Self.listsMembers(count: last, configuration: configuration) {
+        if !Self.pushesMembers(count: last, configuration: configuration) {
             guard let count = try? await broker.presenceCount(of: room, now: clock()) else { return nil }
-            // Still big; else back under the limit: the list too, now.
-            guard Self.listsMembers(count: count, configuration: configuration) else { return (count, nil) }
+            // Still big; else small again: the list too, now.
+            guard Self.pushesMembers(count: count, configuration: configuration) else { return (count, nil) }
         }
         guard let page = try? await members(of: room, after: nil, limit: configuration.membersPageSize) else { return nil }
-        return (page.total, Self.listsMembers(count: page.total, configuration: configuration) ? page : nil)
+        return (page.total, Self.pushesMembers(count: page.total, configuration: configuration) ? page : nil)
     }
 }
