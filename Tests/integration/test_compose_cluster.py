@@ -56,8 +56,13 @@ TIMINGS: dict[str, float] = {}
 
 
 def setup_script() -> Path:
+    """CONTAINERS_SETUP, else the shared folder next to the project, else the
+    workplace's shared folder (a clone made elsewhere on the same machine)."""
     configured = os.environ.get("CONTAINERS_SETUP")
-    return Path(configured) if configured else ROOT.parent / "shared/containers/setup.sh"
+    if configured:
+        return Path(configured)
+    candidates = [ROOT.parent / "shared/containers/setup.sh", Path("/work/shared/containers/setup.sh")]
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 @pytest.fixture(scope="module")
