@@ -11,6 +11,12 @@ public final class Admission: Sendable {
         /// Admitted connections per client address (an admission not yet opened counts).
         var perRemote: [String: Int] = [:]
         var transports: [Transport: Int] = [:]
+
+        /// One admitted connection of `remote` is gone.
+        mutating func releaseAddress(_ remote: String) {
+            let left = (perRemote[remote] ?? 1) - 1
+            perRemote[remote] = left <= 0 ? nil : left
+        }
     }
 
     private let state = Mutex(State())
@@ -56,10 +62,7 @@ public final class Admission: Sendable {
     public func released(_ session: Session) {
         state.withLock { state in
             guard state.sessions.removeValue(forKey: session.connectionID) != nil else { return }
-            if let remote = session.remote {
-                let left = (state.perRemote[remote] ?? 1) - 1
-                state.perRemote[remote] = left <= 0 ? nil : left
-            }
+            if let remote = session.remote { state.releaseAddress(remote) }
             let open = (state.transports[session.transport] ?? 1) - 1
             state.transports[session.transport] = open <= 0 ? nil : open
         }
@@ -68,10 +71,7 @@ public final class Admission: Sendable {
     /// An admission that never became a session (the opening failed before `opened`).
     public func abandoned(remote: String?) {
         guard let remote else { return }
-        state.withLock { state in
-            let left = (state.perRemote[remote] ?? 1) - 1
-            state.perRemote[remote] = left <= 0 ? nil : left
-        }
+        state.withLock { $0.releaseAddress(remote) }
     }
 
     public var sessions: [Session] { state.withLock { Array($0.sessions.values) } }

@@ -7,12 +7,10 @@ extension ChatService {
 
     /// `POST /api/login`: validates, claims the nickname cluster-wide, signs a token.
     public func login(nickname rawNickname: String?, avatar rawAvatar: String?) async -> Result<Login, EventError> {
-        guard let rawNickname, let nickname = Nickname(rawNickname) else {
-            return .failure(EventError(.invalidNickname, "a nickname is 1–32 characters, no control characters, no leading or trailing spaces, no |"))
-        }
-        let avatar = rawAvatar ?? ""
-        guard Avatar.isValid(avatar, maxBytes: configuration.maxAvatarBytes) else {
-            return .failure(Avatar.refusal(maxBytes: configuration.maxAvatarBytes))
+        let nickname: Nickname, avatar: String
+        switch validated(nickname: rawNickname, avatar: rawAvatar) {
+        case .success(let parts): (nickname, avatar) = parts
+        case .failure(let error): return .failure(error)
         }
         let session = hex64(UInt64.random(in: .min ... .max)) + hex64(UInt64.random(in: .min ... .max))
         do {
@@ -22,18 +20,12 @@ extension ChatService {
         } catch {
             return .failure(EventError(.unavailable, "the cluster backend is unavailable; try again"))
         }
-        let now = clock() / 1000
-        let identity = Identity(
-            nickname: nickname, avatar: avatar, session: session, issuedAt: now,
-            expiresAt: now + configuration.tokenLifetimeSeconds)
-        return .success(Login(token: signer.sign(identity), identity: identity))
+        return .success(signed(nickname: nickname, avatar: avatar, session: session, lifetime: configuration.tokenLifetimeSeconds))
     }
 
-    /// `POST /api/token`: a token for a user the application has authenticated itself.
-    /// No nickname claim here (the application vouches for the person); the session id
-    /// is derived from the nickname, so every token minted for one nickname shares one
-    /// claim — several tabs or devices of one user are one session.
-    public func mint(nickname rawNickname: String?, avatar rawAvatar: String?, ttlSeconds: Int64) -> Result<Login, EventError> {
+    /// A login's and a minted token's input rules: a valid nickname, an avatar the page
+    /// can show (or none).
+    private func validated(nickname rawNickname: String?, avatar rawAvatar: String?) -> Result<(Nickname, String), EventError> {
         guard let rawNickname, let nickname = Nickname(rawNickname) else {
             return .failure(EventError(.invalidNickname, "a nickname is 1–32 characters, no control characters, no leading or trailing spaces, no |"))
         }
@@ -41,11 +33,24 @@ extension ChatService {
         guard Avatar.isValid(avatar, maxBytes: configuration.maxAvatarBytes) else {
             return .failure(Avatar.refusal(maxBytes: configuration.maxAvatarBytes))
         }
+        return .success((nickname, avatar))
+    }
+
+    /// A token for `session`, valid from now for `lifetime` seconds.
+    private func signed(nickname: Nickname, avatar: String, session: String, lifetime: Int64) -> Login {
         let now = clock() / 1000
-        let identity = Identity(
-            nickname: nickname, avatar: avatar, session: Identity.applicationSession(for: nickname), issuedAt: now,
-            expiresAt: now + ttlSeconds)
-        return .success(Login(token: signer.sign(identity), identity: identity))
+        let identity = Identity(nickname: nickname, avatar: avatar, session: session, issuedAt: now, expiresAt: now + lifetime)
+        return Login(token: signer.sign(identity), identity: identity)
+    }
+
+    /// `POST /api/token`: a token for a user the application has authenticated itself.
+    /// No nickname claim here (the application vouches for the person); the session id
+    /// is derived from the nickname, so every token minted for one nickname shares one
+    /// claim — several tabs or devices of one user are one session.
+    public func mint(nickname rawNickname: String?, avatar rawAvatar: String?, ttlSeconds: Int64) -> Result<Login, EventError> {
+        validated(nickname: rawNickname, avatar: rawAvatar).map { nickname, avatar in
+            signed(nickname: nickname, avatar: avatar, session: Identity.applicationSession(for: nickname), lifetime: ttlSeconds)
+        }
     }
 
     /// The identity in `token` (ours or the application's JWT), or nil.

@@ -12,7 +12,6 @@ public struct NodeHeartbeat: Sendable {
     let status: @Sendable () -> NodeStatus
     /// What a heartbeat carries (the status with the dashboard's report).
     let beat: @Sendable () -> NodeStatus
-    var nodeID: String { status().id }
 
     /// Live nodes of the cluster (this one included even when the broker is down).
     public func clusterNodes() async -> [NodeStatus] {
