@@ -29,6 +29,7 @@ extension ChatService {
             // The count handed in may be the node's last one, older than the list.
             PresenceTracker.listsMembers(count: page.total, configuration: configuration)
         else { return [] }
+        if PresenceTracker.pushesMembers(count: page.total, configuration: configuration) { presence.handedOut(room, page: page) }
         return [.members(ref: nil, room: room, page: page)]
     }
 }

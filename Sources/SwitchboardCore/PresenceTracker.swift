@@ -63,6 +63,20 @@ final class PresenceTracker: Sendable {
         return try await count(room)
     }
 
+    /// A member-list snapshot handed to a joining connection: recorded like a count
+    /// handed out, so the next recount does not push the very same page again (it woke
+    /// waiting polls for nothing); a different recorded page is dropped, so the next
+    /// recount pushes the new one to everyone.
+    func handedOut(_ room: RoomName, page: PresencePage) {
+        state.withLock { state in
+            switch state.lastPage[room] {
+            case nil: state.lastPage[room] = page
+            case page?: break
+            case _?: state.lastPage[room] = nil
+            }
+        }
+    }
+
     private func handedOut(_ room: RoomName, count: Int) {
         state.withLock { state in
             switch state.lastSent[room] {
