@@ -119,7 +119,9 @@ async def join(client: WSClient, room: str, ref: str) -> list[dict]:
         event = await client.recv(10)
         if event.get("type") == "ack" and event.get("ref") == ref + "-end":
             return replies
-        if event.get("ref") == ref or event.get("room") == room and event.get("type") in ("presence", "members"):
+        # A recount's push may reach the joiner before its replies (it is in the room as
+        # soon as it joined): what comes before the join's ack is not a reply.
+        if event.get("ref") == ref or replies and event.get("room") == room and event.get("type") in ("presence", "members"):
             replies.append(event)
 
 
