@@ -41,6 +41,8 @@ public final class ClusterMonitor: Sendable {
 
     /// What the previous sample knew of a node.
     struct Known {
+        /// The node's latest heartbeat (Unix ms).
+        var lastSeen: Int64
         var stale: Bool
         var ready: Bool?
         var draining: Bool
@@ -110,7 +112,7 @@ public final class ClusterMonitor: Sendable {
                 let redis = report?["redis"]
                 let stale = node.id != ownID && now - node.lastSeen > Self.staleAfter
                 let current = Known(
-                    stale: stale, ready: redis?["ready"].flatMap(Self.bool), draining: report?["draining"].flatMap(Self.bool) ?? false,
+                    lastSeen: node.lastSeen, stale: stale, ready: redis?["ready"].flatMap(Self.bool), draining: report?["draining"].flatMap(Self.bool) ?? false,
                     disconnects: Self.int(redis?["disconnects"]), reconnects: Self.int(redis?["reconnects"]),
                     slowConsumers: Self.int(report?["slowConsumers"]))
                 if let before = state.known[node.id] {
@@ -142,10 +144,16 @@ public final class ClusterMonitor: Sendable {
                     received: Self.double(report?["in"]))
             }
             if sawCluster {
-                for (id, known) in state.known where !seen.contains(id) {
+                // Absent is not yet gone: a Redis restarted without its data has lost every
+                // heartbeat, and the nodes write theirs again as they reconnect. A node has
+                // left when it drained away or has not been seen for the heartbeat TTL (when
+                // the broker drops it anyway); until then it keeps its counters, so coming
+                // back reads as "Redis lost and recovered", not as a departure and a join.
+                for (id, known) in state.known
+                where !seen.contains(id) && (known.draining || now - known.lastSeen >= ChatService.heartbeatTTL) {
                     let text =
                         known.draining ? "left (drained)"
-                        : known.stale ? "gone (no heartbeat for \(ChatService.heartbeatTTL / 1000) s)" : "left"
+                        : "gone (no heartbeat for \(ChatService.heartbeatTTL / 1000) s)"
                     event(id, "left", text)
                     state.known[id] = nil
                 }

@@ -55,6 +55,25 @@ import Testing
         #expect(kinds(monitor, node: "c") == ["joined", "draining", "left"])
     }
 
+    @Test("a Redis restarted without its data: absent nodes are not gone before the heartbeat TTL; back, they lost and recovered Redis")
+    func redisWipe() {
+        let monitor = monitor()
+        monitor.record([node("a", seen: 1_000), node("b", seen: 1_000)], now: 1_000, ownID: "a", ownReady: true, sawCluster: true)
+        monitor.record([node("a", seen: 2_000, ready: false)], now: 2_000, ownID: "a", ownReady: false, sawCluster: false)
+        // Redis is back, empty: b has not written its heartbeat again yet.
+        monitor.record([node("a", seen: 3_000, disconnects: 1, reconnects: 1)], now: 3_000, ownID: "a", ownReady: true, sawCluster: true)
+        #expect(kinds(monitor, node: "b").isEmpty, "b was seen 2 s ago: not gone")
+        monitor.record(
+            [node("a", seen: 4_000, disconnects: 1, reconnects: 1), node("b", seen: 4_000, disconnects: 1, reconnects: 1)],
+            now: 4_000, ownID: "a", ownReady: true, sawCluster: true)
+        #expect(kinds(monitor, node: "b") == ["redis_lost", "redis_recovered"])
+        // A node that never comes back is gone once the TTL has passed since its last heartbeat.
+        monitor.record([node("a", seen: 15_999)], now: 15_999, ownID: "a", ownReady: true, sawCluster: true)
+        #expect(kinds(monitor, node: "b") == ["redis_lost", "redis_recovered"])
+        monitor.record([node("a", seen: 19_000)], now: 19_000, ownID: "a", ownReady: true, sawCluster: true)
+        #expect(kinds(monitor, node: "b") == ["redis_lost", "redis_recovered", "left"])
+    }
+
     @Test("rooms merge across nodes (largest count), busiest first; history and events are capped")
     func snapshotAndBounds() {
         let monitor = monitor()
@@ -65,9 +84,9 @@ import Testing
         #expect(rooms[1]["count"] == .int(4))
         for second in 0..<(ClusterMonitor.historySamples + 50) {
             let now = Int64(second) * 1000
-            // A node that comes and goes every sample: two events each time.
-            let others = second % 2 == 0 ? [node("flap", seen: now)] : []
-            monitor.record([node("a", seen: now)] + others, now: now, ownID: "a", ownReady: true, sawCluster: true)
+            // A node that turns stale and fresh again every other sample: an event each time.
+            let flap = node("flap", seen: second % 2 == 0 ? now : now - 5_000)
+            monitor.record([node("a", seen: now), flap], now: now, ownID: "a", ownReady: true, sawCluster: true)
         }
         let all = monitor.snapshot(since: nil, nodes: [], now: 0)
         guard case .array(let history)? = all["history"], case .array(let events)? = all["events"] else {
