@@ -1453,6 +1453,7 @@ defaults
     timeout client-fin 5s
     timeout http-request 10s
     option redispatch
+    option abortonclose
     retries 3
 
 frontend www

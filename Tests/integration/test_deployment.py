@@ -268,3 +268,55 @@ def test_compose_topology_in_network_namespaces(topology: Topology):
     except BaseException:
         print(topo.tail())
         raise
+
+
+# --------------------------------------------------------------------------------------
+# The shipped LB config ends a stream on the edge when its client goes
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["deploy/haproxy.cfg", "docker/haproxy.cfg"])
+@pytest.mark.parametrize("path", ["/sse", "/iframe"])
+def test_lb_ends_a_stream_on_the_edge_when_its_client_closes(config: str, path: str):
+    """A browser that leaves a room on SSE or iframe closes its stream and opens another.
+    Without `option abortonclose` haproxy keeps the edge side of a closed stream open
+    (a FIN after a complete request may be a half-close) until the next keep-alive write
+    fails — 15–30 s in which the user stays online in the rooms it left (a browser test's
+    online count did not drop). With it, the edge sees the close at once."""
+    import socket
+
+    from switchboard_harness import HAProxy, SwitchboardNode, free_port, login, metric_sum, metrics, unique_name
+
+    text = (ROOT / config).read_text()
+    assert re.search(r"^\s*option abortonclose\s*$", text, re.M), f"{config}: no `option abortonclose`"
+    node = SwitchboardNode(node_id="edge-lb").start()
+    # Only the defaults' behaviour matters: the shipped defaults section, one local backend.
+    defaults = re.search(r"^defaults\n(.*?)(?=^\S)", text, re.M | re.S).group(1)
+    port = free_port()
+    cfg = Path(os.environ.get("TMPDIR", "/tmp")) / f"sb-lb-{secrets.token_hex(3)}.cfg"
+    cfg.write_text(f"global\n    maxconn 100\ndefaults\n{defaults}\nfrontend www\n    bind 127.0.0.1:{port}\n"
+                   f"    default_backend edges\nbackend edges\n    server e1 127.0.0.1:{node.port}\n")
+    lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    transport = path.lstrip("/")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        token = login(f"http://127.0.0.1:{port}", unique_name("leaver"))["token"]
+        query = f"token={token}&rooms=lobby" + ("&callback=cb" if path == "/iframe" else "")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(f"GET {path}?{query} HTTP/1.1\r\nHost: lb\r\n\r\n".encode())
+        head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head[:300]
+        deadline = time.monotonic() + 5
+        while metric_sum(metrics(node), "switchboard_connections", transport=transport) != 1:
+            assert time.monotonic() < deadline, "the stream never counted as open"
+            time.sleep(0.05)
+        sock.close()
+        closed_at = time.monotonic()
+        while metric_sum(metrics(node), "switchboard_connections", transport=transport) != 0:
+            assert time.monotonic() - closed_at < 3, f"{config}: the edge still holds the {transport} stream 3 s after its client closed"
+            time.sleep(0.05)
+    finally:
+        lb.terminate()
+        lb.wait(5)
+        cfg.unlink(missing_ok=True)
+        node.stop()
