@@ -32,6 +32,12 @@ extension EngineIOEndpoint {
             return
         }
         let writer = EngineIOSocketWriter(channel: channel, maxBacklog: maxBacklog)
+        if let sid = upgrading, let forwarder, let node = owner(of: sid) {
+            // Another node's session: relayed there, frame by frame.
+            await forwarder.relay(
+                sid: sid, to: node, inbound: inbound, outbound: outbound, writer: writer, maxPayload: configuration.maxPayload)
+            return
+        }
         let remote = channel.remoteAddress?.ipAddress
         guard let (host, socket) = await openWebSocket(upgrading: upgrading, writer: writer, remoteAddress: remote) else {
             try? await outbound.close(.policyViolation, reason: EngineIOServerError.badRequest.json)
