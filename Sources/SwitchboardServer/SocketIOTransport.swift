@@ -28,7 +28,8 @@ struct SocketIOTransport: Sendable {
             maxPayload: configuration.maxMessageBytes)
         let socketIO = SocketIOConfiguration(namespaces: Set(configuration.socketIONamespaces))
         let handler = SocketIOChatHandler(
-            chat: chat, maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, loginOpen: configuration.login == .open)
+            chat: chat, maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, loginOpen: configuration.login == .open,
+            recoveryWindow: configuration.socketIORecoveryWindow)
         self.peers = SocketIOPeers(chat: chat, logger: logger)
         self.endpoint = EngineIOEndpoint(
             configuration: engine, application: SocketIOApplication(configuration: socketIO, handler: handler),
