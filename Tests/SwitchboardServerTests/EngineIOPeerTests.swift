@@ -1,6 +1,7 @@
 import Testing
 import SocketIO
 @testable import SocketIOHummingbird
+@testable import SwitchboardServer
 
 /// What nodes tell each other about Socket.IO sessions (issue 16): session IDs that name
 /// their node, and the peer messages as pure round trips.
@@ -54,5 +55,18 @@ import SocketIO
 
     @Test func anUnknownErrorStatusIsABadRequest() {
         #expect(EngineIOPeerMessage(encoded: Array("R\t3\t418\t9\n".utf8)) == .reply(id: 3, response: .failure(.badRequest)))
+    }
+}
+
+/// Offsets of connection state recovery are appended to EVENT packets only.
+@Suite struct SocketIORecoveryTests {
+    @Test func offsetsAreTheLastArgumentOfEvents() {
+        #expect(SocketIORecovery.appending("r.lobby@1-0~9~m", to: #"2["message",{"a":1}]"#) == #"2["message",{"a":1},"r.lobby@1-0~9~m"]"#)
+        #expect(SocketIORecovery.appending("o", to: #"2/chat,["x"]"#) == #"2/chat,["x","o"]"#)
+        #expect(SocketIORecovery.appending("o", to: #"51-["blob",{"_placeholder":true,"num":0}]"#)
+            == #"51-["blob",{"_placeholder":true,"num":0},"o"]"#)
+        for packet in [#"0{"sid":"a"}"#, #"31[{}]"#, "1", #"2["unterminated""#, ""] {
+            #expect(SocketIORecovery.appending("o", to: packet) == nil)
+        }
     }
 }
