@@ -70,6 +70,25 @@ def cluster(switchboard_binary: str, redis_server_binary: str) -> Iterator[tuple
 # --------------------------------------------------------------------------------------
 
 
+def test_balancer_spreads_requests_of_one_connection(cluster: tuple[list[h.SwitchboardNode], h.HAProxy]) -> None:
+    """What the tests below rely on: the LB picks a node per request, also on one
+    kept-alive connection (as aiohttp, under python-socketio, keeps it) — session IDs name
+    the node that made them."""
+    import aiohttp
+    nodes, lb = cluster
+
+    async def body() -> set[str]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            owners = set()
+            for _ in range(6):
+                async with session.get(f"{lb.url}/socket.io/?EIO=4&transport=polling") as response:
+                    sid = json.loads((await response.text())[1:])["sid"]
+                    owners.add(bytes.fromhex(sid.split(".")[1]).decode())
+            return owners
+
+    assert run(body()) == {n.node_id for n in nodes}
+
+
 def test_python_socketio_through_round_robin(cluster: tuple[list[h.SwitchboardNode], h.HAProxy],
                                              transport: Optional[list[str]]) -> None:
     nodes, lb = cluster
@@ -361,3 +380,49 @@ def test_forwarded_request_latency(cluster: tuple[list[h.SwitchboardNode], h.HAP
         await client.close()
 
     run(body(), timeout=120)
+
+
+# --------------------------------------------------------------------------------------
+# Many writers at once, every request on any node
+# --------------------------------------------------------------------------------------
+
+
+def test_concurrent_writers_through_round_robin(cluster: tuple[list[h.SwitchboardNode], h.HAProxy]) -> None:
+    """Eight python-socketio polling clients through the round-robin LB write to one room at
+    once: every acked event reaches every client exactly once, in id order."""
+    nodes, lb = cluster
+    writers, per_writer = 8, 15
+
+    async def body() -> None:
+        async with SIOs() as sios:
+            room = h.unique_room("many")
+            clients = []
+            for i in range(writers):
+                nickname = h.unique_name(f"w{i}")
+                client = sios.new(nickname)
+                await client.connect(lb.url, {"token": login(nodes[i % 3].url, nickname)["token"]}, ["polling"])
+                await client.welcome()
+                await client.client.call("join", room, timeout=10)
+                clients.append(client)
+            ids: dict[str, str] = {}
+
+            async def write(index: int, client: Any) -> None:
+                for n in range(per_writer):
+                    text = f"w{index}-{n}-{h.unique_name()}"
+                    ack = await client.client.call("chat", {"text": text, "room": room, "echo": True}, timeout=20)
+                    ids[text] = ack["id"]
+
+            await asyncio.gather(*(write(i, c) for i, c in enumerate(clients)))
+            assert len(ids) == writers * per_writer
+            for client in clients:
+                deadline = time.monotonic() + 30
+                while len(client.seen("chat", lambda a: a[0].get("text") in ids)) < len(ids):
+                    assert time.monotonic() < deadline, (client.name, len(client.seen("chat")))
+                    await asyncio.sleep(0.05)
+                got = [a[0]["text"] for a in client.seen("chat", lambda a: a[0].get("text") in ids)]
+                assert len(got) == len(set(got)) == len(ids), "exactly once"
+                order = [h.id_key(ids[t]) for t in got]
+                assert order == sorted(order), "in id order"
+                assert client.client.connected and not client.errors
+
+    run(body(), timeout=180)
