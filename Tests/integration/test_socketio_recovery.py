@@ -287,3 +287,45 @@ def test_no_offsets_without_asking(cluster: list[h.SwitchboardNode]) -> None:
             await client.drop()
 
     run(body(), timeout=60)
+
+
+def test_recover_what_concurrent_writers_sent_meanwhile(cluster: list[h.SwitchboardNode]) -> None:
+    """Four native writers on two nodes say 10 messages each at once while the socket is
+    away: after recovery on a third node it has each exactly once, in id order."""
+    async def body() -> None:
+        async with Clients() as natives:
+            nickname = h.unique_name("busy")
+            room = h.unique_room("busy")
+            token = login(cluster[0].url, nickname)["token"]
+            writers = [(await natives.user(cluster[i % 2], rooms=[room]))[0] for i in range(4)]
+            client = RawSocket(cluster[0])
+            await client.connect({"token": token, "recover": True})
+            await client.call(1, "join", room)
+            await writers[0].send({"type": "say", "room": room, "text": "first"})
+            await client.until_texts(["first"])
+            pid, offset = client.pid, client.offset
+            await client.drop()
+            ids: dict[str, str] = {}
+
+            async def write(w: int, native: Any) -> None:
+                for n in range(10):
+                    text = f"busy-{w}-{n}-{h.unique_name()}"
+                    await native.send({"type": "say", "room": room, "text": text, "ref": 100 + n})
+                    ack = await native.wait_seen(h.is_type("ack", ref=100 + n), what="ack")
+                    ids[text] = ack["id"]
+
+            await asyncio.gather(*(write(w, native) for w, native in enumerate(writers)))
+            back = RawSocket(cluster[2])
+            started = time.monotonic()
+            reply = await back.connect({"token": token, "pid": pid, "offset": offset})
+            assert reply["pid"] == pid
+            await back.until_texts(list(ids))
+            elapsed = time.monotonic() - started
+            got = [t for t in back.texts() if t in ids]
+            assert len(got) == len(set(got)) == 40 and "first" not in back.texts()
+            order = [h.id_key(ids[t]) for t in got]
+            assert order == sorted(order)
+            print(f"\n[issue16] recovered 40 events of 4 concurrent writers in {elapsed * 1000:.0f} ms")
+            await back.drop()
+
+    run(body(), timeout=90)
