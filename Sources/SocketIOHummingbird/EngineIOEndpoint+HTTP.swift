@@ -31,7 +31,7 @@ extension EngineIOEndpoint {
 
     private func poll(sid: String) async -> EngineIOReply.Response {
         guard let host = host(sid) else {
-            guard let forwarder, let node = forwarder.owner(of: sid) else { return .failure(.unknownSID) }
+            guard let forwarder, let node = await forwarder.owner(of: sid) else { return .failure(.unknownSID) }
             // A poll waits for a ping at the latest: pingInterval, then some slack.
             return await forwarder.forward(
                 .poll, sid: sid, to: node, timeout: configuration.pingInterval + configuration.pingTimeout)
@@ -43,7 +43,7 @@ extension EngineIOEndpoint {
 
     private func post(sid: String, body: RequestBody) async -> EngineIOReply.Response {
         guard let host = host(sid) else {
-            guard let forwarder, let node = forwarder.owner(of: sid) else { return .failure(.unknownSID) }
+            guard let forwarder, let node = await forwarder.owner(of: sid) else { return .failure(.unknownSID) }
             guard let bytes = try? await body.collect(upTo: configuration.maxPayload).readableBytesView else {
                 return await forwarder.forward(.postTooLarge, sid: sid, to: node, timeout: EngineIOForwarder.replyTimeout)
             }

@@ -62,10 +62,10 @@ public final class EngineIOEndpoint: Sendable {
         forwarder?.expire()
     }
 
-    /// The live node that holds `sid`, when that is another node.
-    func owner(of sid: String) -> String? {
-        guard host(sid) == nil else { return nil }
-        return forwarder?.owner(of: sid)
+    /// Whether `sid` is a session another node would hold (whether that node is alive is
+    /// checked when the request is served).
+    func isRemote(_ sid: String) -> Bool {
+        host(sid) == nil && forwarder?.namesOtherNode(sid) == true
     }
 
     /// The number of open sessions.
@@ -75,7 +75,7 @@ public final class EngineIOEndpoint: Sendable {
     public func route(_ request: EngineIORequest) -> EngineIORoute {
         EngineIOServer.route(request, configuration: configuration) { sid in
             // Another node's session: that node checks its transport.
-            registry.withLock { $0.hosts[sid] }?.currentTransport ?? (forwarder?.owner(of: sid) != nil ? .polling : nil)
+            registry.withLock { $0.hosts[sid] }?.currentTransport ?? (forwarder?.namesOtherNode(sid) == true ? .polling : nil)
         }
     }
 

@@ -58,11 +58,19 @@ final class EngineIOForwarder: Sendable {
         self.logger = logger
     }
 
+    /// Whether `sid` names another node (alive or not).
+    func namesOtherNode(_ sid: String) -> Bool {
+        EngineIOSessionID.node(of: sid).map { $0 != peers.localNode } ?? false
+    }
+
     /// The node holding `sid` when that is another live node; nil otherwise (a local or
-    /// unknown session, or one whose node is gone: `Session ID unknown`).
-    func owner(of sid: String) -> String? {
-        guard let node = EngineIOSessionID.node(of: sid), node != peers.localNode, peers.isLive(node) else { return nil }
-        return node
+    /// unknown session, or one whose node is gone: `Session ID unknown`). A node not
+    /// known to be alive is looked up once more first: it may have just started.
+    func owner(of sid: String) async -> String? {
+        guard let node = EngineIOSessionID.node(of: sid), node != peers.localNode else { return nil }
+        if peers.isLive(node) { return node }
+        await peers.refresh()
+        return peers.isLive(node) ? node : nil
     }
 
     // MARK: - Requesting node

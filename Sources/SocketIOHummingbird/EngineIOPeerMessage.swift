@@ -9,6 +9,9 @@ public protocol EngineIOPeers: Sendable {
     /// Whether `node` has a fresh heartbeat. A request for a session of a node that is
     /// not alive is answered `Session ID unknown` at once.
     func isLive(_ node: String) -> Bool
+    /// Reads which nodes are alive again (when a request names a node ``isLive(_:)`` does
+    /// not know: it may have started after the last reading).
+    func refresh() async
     /// Sends `message` to the endpoint of `node` (its ``EngineIOEndpoint/receiveFromPeer(_:)``);
     /// the messages one thread sends arrive in that order.
     func send(_ message: [UInt8], to node: String)
