@@ -226,3 +226,29 @@ extension RedisBroker {
 
     func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 }
+
+extension RedisBroker {
+    /// SUBSCRIBE `sb:to-node:{node}` on the subscriber connection (again after every
+    /// reconnect). A message published while the subscriber is down is lost: its sender
+    /// times out.
+    public func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        let channel = keys.nodeChannel(node)
+        let reply = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RESPValue, any Error>) in
+            state.withLock { state in
+                guard !state.stopped else { return continuation.resume(throwing: BrokerError.unavailable("broker stopped")) }
+                state.nodeChannel = channel
+                state.nodeHandler = handler
+                subscriber.enqueue(RedisRequest(command: RedisCommand(["SUBSCRIBE", channel])) { continuation.resume(with: $0) })
+            }
+        }
+        if let message = reply.errorMessage { throw BrokerError.protocolError("redis: \(message)") }
+    }
+
+    /// PUBLISH on the command connection, queued at once (in call order); the reply is
+    /// not waited for.
+    public func send(_ message: [UInt8], toNode node: String) {
+        var command = RedisCommand(["PUBLISH", keys.nodeChannel(node)])
+        command.append(bytes: message)
+        commands.enqueue(RedisRequest(command: command) { _ in })
+    }
+}

@@ -48,6 +48,9 @@ public final class RedisBroker: Broker {
         var announcedDown = false
         /// Channels this node wants, and the stream each one carries.
         var channels: [String: StreamKey] = [:]
+        /// The channel of this node's node-addressed messages, once it listens, and their handler.
+        var nodeChannel: String?
+        var nodeHandler: (@Sendable ([UInt8]) -> Void)?
         /// Script name → SHA1, from SCRIPT LOAD.
         var scripts: [String: String] = [:]
     }
@@ -202,7 +205,9 @@ public final class RedisBroker: Broker {
     /// SUBSCRIBE of every wanted channel, one command each (one reply each).
     private func subscribeRequests() -> [RedisRequest] {
         state.withLock { state in
-            state.channels.keys.sorted().map { RedisRequest(command: RedisCommand(["SUBSCRIBE", $0])) { _ in } }
+            (state.channels.keys.sorted() + (state.nodeChannel.map { [$0] } ?? [])).map {
+                RedisRequest(command: RedisCommand(["SUBSCRIBE", $0])) { _ in }
+            }
         }
     }
 
@@ -215,6 +220,8 @@ public final class RedisBroker: Broker {
             return
         }
         let channel = String(decoding: channelBytes, as: UTF8.self)
+        let nodeHandler = state.withLock { $0.nodeChannel == channel ? $0.nodeHandler : nil }
+        if let nodeHandler { return nodeHandler(payload) }
         let target: (StreamKey, @Sendable (BrokerEvent) -> Void)? = state.withLock { state in
             guard let stream = state.channels[channel], let handler = state.handler else { return nil }
             return (stream, handler)

@@ -74,6 +74,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("socketio-namespaces"), help: "Comma-separated Socket.IO namespaces besides / (SWITCHBOARD_SOCKETIO_NAMESPACES), e.g. /chat,/admin.")
     var socketIONamespaces: String = env("SWITCHBOARD_SOCKETIO_NAMESPACES") ?? ""
 
+    @Option(name: .customLong("socketio-recovery-window"), help: "Seconds a Socket.IO client may stay away and still recover its session with {pid, offset}; 0: off (SWITCHBOARD_SOCKETIO_RECOVERY_WINDOW).")
+    var socketIORecoveryWindow: Int = env("SWITCHBOARD_SOCKETIO_RECOVERY_WINDOW").flatMap(Int.init) ?? 120
+
     @Option(help: "open: anyone picks a free nickname (POST /api/login, Socket.IO auth {nickname}); closed: only tokens from the application (SWITCHBOARD_LOGIN).")
     var login: String = env("SWITCHBOARD_LOGIN") ?? "open"
 
@@ -183,6 +186,7 @@ struct Serve: AsyncParsableCommand {
         configuration.pollPresenceWindow = .seconds(pollWindow)
         configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingSpaces }
         configuration.socketIONamespaces = namespaces ?? ["/"]
+        configuration.socketIORecoveryWindow = .seconds(max(0, socketIORecoveryWindow))
         configuration.login = ServerConfiguration.LoginMode(rawValue: login) ?? .open
         let externalTokens = await jwtVerifier(maxAvatarBytes: chat.maxAvatarBytes)
 
