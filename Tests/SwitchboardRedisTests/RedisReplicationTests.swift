@@ -26,7 +26,7 @@ import Glibc
         let probe = pool.make()
         try await probe.start { _ in }
         let deadline = ContinuousClock.now + .seconds(10)
-        while (try? await probe.command(["INFO", "replication"]))?.text?.contains("connected_slaves:1") != true {
+        while (try? await probe.command(["INFO", "replication"]))?.text?.contains("state=online") != true {
             try #require(ContinuousClock.now < deadline, "the replica never connected")
             try await Task.sleep(for: .milliseconds(50))
         }
