@@ -12,6 +12,10 @@ import Synchronization
 /// with `BrokerError.unavailable`, the handler gets `.disconnected`, and both connections
 /// reconnect with backoff; once commands work and every subscription is active again the
 /// handler gets `.reconnected`.
+///
+/// With a `redis+sentinel://` URL both connections find the master through the sentinels
+/// on every connect and move when it moves (`RedisSentinel`); with `minReplicas` a publish
+/// is acked only once replicated (`ReplicationConfirmer`).
 public final class RedisBroker: Broker {
     /// Plain settings; only the executable reads flags and the environment.
     public struct Configuration: Sendable {
