@@ -61,7 +61,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def main() -> None:
     master = h.RedisServer().start()
-    replica = h.RedisServer(extra_args=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    replica = h.RedisServer(extra_args=["--replicaof", "127.0.0.1", str(master.port), "--dir", str(h.log_dir())]).start()
     try:
         deadline = time.monotonic() + 15
         while "master_link_status:up" not in replica.command("INFO", "replication"):

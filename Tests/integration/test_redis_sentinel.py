@@ -95,7 +95,8 @@ class SentinelGroup:
 
     def __init__(self, redis_factory, redis_server_binary: str, replicas: int = 2):
         self.master = redis_factory()
-        self.replicas = [redis_factory(extra_args=["--replicaof", "127.0.0.1", str(self.master.port)])
+        self.replicas = [redis_factory(extra_args=["--replicaof", "127.0.0.1", str(self.master.port),
+                                                         "--dir", str(h.log_dir())])
                          for _ in range(replicas)]
         self.servers = [self.master] + self.replicas
         for replica in self.replicas:
@@ -336,7 +337,7 @@ def test_readyz_503_while_the_sentinels_know_no_live_master(redis_factory, node_
 
 def test_min_replicas_acks_only_what_the_replica_has(redis_factory, node_factory):
     master = redis_factory()
-    replica = redis_factory(extra_args=["--replicaof", "127.0.0.1", str(master.port)])
+    replica = redis_factory(extra_args=["--replicaof", "127.0.0.1", str(master.port), "--dir", str(h.log_dir())])
     wait_until(lambda: linked(replica), 15, "replica linked")
     safe = node_factory(node_id="wait-1", redis=master.url, extra_args=["--redis-min-replicas", "1"])
     fast = node_factory(node_id="wait-0", redis=master.url)
