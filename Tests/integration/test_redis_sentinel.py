@@ -94,7 +94,8 @@ class SentinelGroup:
     """A master, `replicas` replicas and three sentinels watching them."""
 
     def __init__(self, redis_factory, redis_server_binary: str, replicas: int = 2):
-        self.master = redis_factory()
+        # Every server may become a replica and then write dump.rdb: not into the clone.
+        self.master = redis_factory(extra_args=["--dir", str(h.log_dir())])
         self.replicas = [redis_factory(extra_args=["--replicaof", "127.0.0.1", str(self.master.port),
                                                          "--dir", str(h.log_dir())])
                          for _ in range(replicas)]
@@ -336,7 +337,7 @@ def test_readyz_503_while_the_sentinels_know_no_live_master(redis_factory, node_
 
 
 def test_min_replicas_acks_only_what_the_replica_has(redis_factory, node_factory):
-    master = redis_factory()
+    master = redis_factory(extra_args=["--dir", str(h.log_dir())])
     replica = redis_factory(extra_args=["--replicaof", "127.0.0.1", str(master.port), "--dir", str(h.log_dir())])
     wait_until(lambda: linked(replica), 15, "replica linked")
     safe = node_factory(node_id="wait-1", redis=master.url, extra_args=["--redis-min-replicas", "1"])
