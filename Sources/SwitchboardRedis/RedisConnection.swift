@@ -50,6 +50,9 @@ final class RedisConnection: Sendable {
         var push: @Sendable (RESPValue) -> Void
         /// True when the connection becomes ready, false when a ready connection is lost.
         var stateChanged: @Sendable (Bool) -> Void
+        /// Where to connect, asked before every attempt (Sentinel: the current master);
+        /// nil connects to the URL's host and port. May block: it runs on the loop thread.
+        var address: (@Sendable () -> Result<RedisURL.Sentinel.Endpoint, BrokerError>)? = nil
     }
 
     enum Phase: Equatable {
@@ -66,6 +69,13 @@ final class RedisConnection: Sendable {
         var wakeWrite: Int32 = -1
         var threadRunning = false
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Counts ended connections: two replies with the same generation came over the
+        /// same connection (WAIT only covers that connection's writes).
+        var generation: UInt64 = 0
+        /// The server of the current or last connection attempt.
+        var address: RedisURL.Sentinel.Endpoint?
+        /// Set by `drop`: the loop closes the connection and connects again.
+        var dropReason: String?
     }
 
     let configuration: Configuration
@@ -133,10 +143,34 @@ final class RedisConnection: Sendable {
         if let refusal { request.completion(.failure(refusal)) }
     }
 
+    /// Which connection this is (see `State.generation`); read it in a completion to know
+    /// the connection its reply came over.
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    /// Closes the connection and connects again (finding the server anew) unless it is
+    /// connected to `address`: the master moved (Sentinel's `+switch-master`).
+    func drop(unlessConnectedTo address: RedisURL.Sentinel.Endpoint?, reason: String) {
+        state.withLock { state in
+            guard state.phase == .ready || state.phase == .handshaking, address == nil || state.address != address else { return }
+            state.dropReason = reason
+            if !state.wakePending {
+                state.wakePending = true
+                Self.signal(state.wakeWrite)
+            }
+        }
+    }
+
     /// Sends `command` and waits for its reply (an error reply is returned, not thrown).
     func send(_ command: RedisCommand) async throws -> RESPValue {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RESPValue, any Error>) in
             enqueue(RedisRequest(command: command) { result in continuation.resume(with: result) })
+        }
+    }
+
+    /// `send`, also telling which connection (`generation`) the reply came over.
+    func sendTagged(_ command: RedisCommand) async throws -> (RESPValue, UInt64) {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(RESPValue, UInt64), any Error>) in
+            enqueue(RedisRequest(command: command) { [self] result in continuation.resume(with: result.map { ($0, generation) }) })
         }
     }
 
@@ -176,6 +210,25 @@ final class RedisConnection: Sendable {
         }
     }
 
+    /// The server of the current or last connection attempt, for logs.
+    var server: String { state.withLock { $0.address?.description ?? "" } }
+
+    /// A new attempt to `address`; forgets a drop asked of the previous connection.
+    func connecting(to address: RedisURL.Sentinel.Endpoint) {
+        state.withLock { state in
+            state.address = address
+            state.dropReason = nil
+        }
+    }
+
+    /// Why the connection must be dropped, once (`drop`).
+    func takeDropReason() -> String? {
+        state.withLock { state in
+            defer { state.dropReason = nil }
+            return state.dropReason
+        }
+    }
+
     /// Moves to `phase` unless stopped; false when stopped.
     @discardableResult
     func setPhase(_ phase: Phase) -> Bool {
@@ -191,6 +244,7 @@ final class RedisConnection: Sendable {
         state.withLock { state in
             if state.phase != .stopped { state.phase = .connecting }
             state.lastError = reason
+            state.generation &+= 1
             let queue = state.queue
             state.queue = []
             return queue

@@ -20,7 +20,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on (PORT).")
     var port: Int = env("PORT").flatMap(Int.init) ?? 8080
 
-    @Option(help: "Redis URL redis://[:password@]host:port[/db] (REDIS_URL). Without it: the in-process broker.")
+    @Option(help: "Redis URL redis://[:password@]host:port[/db] or redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db] (REDIS_URL). Without it: the in-process broker.")
     var redis: String?
 
     @Option(name: .customLong("node-id"), help: "This node's id (NODE_ID; default: the hostname and port).")
@@ -28,6 +28,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key and channel (SWITCHBOARD_REDIS_PREFIX).")
     var redisPrefix: String = env("SWITCHBOARD_REDIS_PREFIX") ?? "sb:"
+
+    @Option(name: .customLong("redis-min-replicas"), help: "Ack a message only once this many Redis replicas have it (WAIT); 0 = once the master has it (SWITCHBOARD_REDIS_MIN_REPLICAS).")
+    var redisMinReplicas: Int = env("SWITCHBOARD_REDIS_MIN_REPLICAS").flatMap(Int.init) ?? 0
 
     @Option(help: "Messages kept per stream for resume (SWITCHBOARD_HISTORY).")
     var history: Int = env("SWITCHBOARD_HISTORY").flatMap(Int.init) ?? 1000
@@ -142,9 +145,17 @@ struct Serve: AsyncParsableCommand {
         guard ServerConfiguration.LoginMode(rawValue: login) != nil else { throw ValidationError("--login must be open or closed") }
         guard !jwtNicknameClaim.isEmpty, !jwtAvatarClaim.isEmpty else { throw ValidationError("--jwt-…-claim must not be empty") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
-        if let redis = redisURL, (try? RedisURL(redis)) == nil {
-            throw ValidationError("malformed Redis URL \(redis); expected redis://[:password@]host:port[/db]")
+        if let redis = redisURL {
+            // The parse error names what is wrong and hides the password.
+            do {
+                _ = try RedisURL(redis)
+            } catch {
+                throw ValidationError(
+                    "malformed Redis URL: \(error); expected redis://[:password@]host:port[/db] or redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db]"
+                )
+            }
         }
+        guard redisMinReplicas >= 0 else { throw ValidationError("--redis-min-replicas must be 0 or more") }
     }
 
     func run() async throws {
@@ -192,7 +203,8 @@ struct Serve: AsyncParsableCommand {
 
         let broker: any Broker
         if let redis {
-            broker = try makeRedisBroker(url: redis, prefix: redisPrefix, history: history, node: node, logger: logger)
+            broker = try makeRedisBroker(
+                url: redis, prefix: redisPrefix, history: history, minReplicas: redisMinReplicas, node: node, logger: logger)
         } else {
             broker = MemoryBroker(historyLimit: history)
         }
