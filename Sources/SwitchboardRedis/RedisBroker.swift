@@ -30,6 +30,11 @@ public final class RedisBroker: Broker {
         public var pingInterval: Duration = .seconds(5)
         /// A presence key expires this long (ms) after its newest entry.
         public var presenceKeyMargin: Int64 = 60_000
+        /// Replicas that must confirm a publish (`WAIT`) before it is acknowledged; 0 acks
+        /// as soon as the master ran the script.
+        public var minReplicas: Int = 0
+        /// How long a publish waits for `minReplicas`; fewer by then fails the publish.
+        public var replicaWaitTimeout: Duration = .seconds(1)
 
         public init(url: RedisURL, keyPrefix: String = "sb:", historyLimit: Int = 1000) {
             self.url = url
@@ -220,23 +225,10 @@ public final class RedisBroker: Broker {
             return (stream, handler)
         }
         guard let (stream, handler) = target else { return }
-        guard let newline = payload.firstIndex(of: 0x0A) else {
-            logger.warning("redis message without an id line ignored", metadata: ["redis.channel": "\(channel)"])
-            return
+        switch RedisMessage.decode(payload) {
+        case .success(let (id, envelope)): handler(.message(stream: stream, id: id, envelope: envelope))
+        case .failure(let failure): logger.warning("\(failure)", metadata: ["redis.channel": "\(channel)"])
         }
-        var id: MessageID?
-        if newline > payload.startIndex {
-            id = MessageID(String(decoding: payload[..<newline], as: UTF8.self))
-            guard id != nil else {
-                logger.warning("redis message with a malformed id ignored", metadata: ["redis.channel": "\(channel)"])
-                return
-            }
-        }
-        guard let envelope = Envelope(encoded: payload[(newline + 1)...]) else {
-            logger.warning("undecodable redis message ignored", metadata: ["redis.channel": "\(channel)"])
-            return
-        }
-        handler(.message(stream: stream, id: id, envelope: envelope))
     }
 
     func checkRunning() throws(BrokerError) {
