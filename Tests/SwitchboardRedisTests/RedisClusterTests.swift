@@ -98,3 +98,64 @@ import Testing
         await pool.shutdownAll()
     }
 }
+
+/// A partition whose master is gone (no replica to promote): its publishes fail with
+/// `unavailable`, never a false id; the other partitions keep publishing and delivering;
+/// after `partitionGrace` the broker is ready again without it.
+@Suite struct RedisClusterPartitionLossTests {
+    @Test func aMasterlessPartitionFailsAlone() async throws {
+        let cluster = try RedisClusterProcesses(masters: 3)
+        defer { cluster.stop() }
+        var configuration = RedisClusterBroker.Configuration(url: cluster.url, keyPrefix: "loss:")
+        configuration.partitionGrace = .seconds(1)
+        configuration.retryTimeout = .milliseconds(500)
+        configuration.topologyRefreshInterval = .milliseconds(500)
+        let broker = RedisClusterBroker(configuration: configuration)
+        let log = EventLog()
+        try await broker.start { log.record($0) }
+        defer { Task { await broker.shutdown() } }
+        #expect(broker.isReady)
+
+        // One room per master, found by the slot its partition's tag is in.
+        let ranges = try cluster.servers.map { server in try Self.slotRanges(of: server.port) }
+        func room(onServer index: Int) -> RoomName {
+            (0..<10_000).lazy.compactMap { RoomName("room\($0)") }.first { candidate in
+                let slot = broker.partitions.slots[broker.partitions.partition(of: .room(candidate))]
+                return ranges[index].contains { $0.contains(slot) }
+            }!
+        }
+        let doomed = room(onServer: 0)
+        let alive = room(onServer: 1)
+        try await broker.subscribe(.room(doomed))
+        try await broker.subscribe(.room(alive))
+        _ = try await broker.publish(chat("before"), to: [.room(doomed)])
+        #expect(await log.wait { $0.messages.count == 1 })
+
+        cluster.servers[0].crash()
+        do {
+            _ = try await broker.publish(chat("lost"), to: [.room(doomed)])
+            Issue.record("a publish to a partition without a master was acknowledged")
+        } catch let error as BrokerError {
+            #expect(error.isUnavailable, "\(error)")
+        }
+        let id = try await broker.publish(chat("still works"), to: [.room(alive)])
+        #expect(id.count == 1)
+        // Live delivery of the other partitions resumes after the grace, without the lost one.
+        #expect(await log.wait(timeout: .seconds(10)) { log in
+            log.messages.contains { $0.0 == .room(alive) && $0.1 == id[0] }
+        })
+        #expect(await eventually(timeout: .seconds(10)) { broker.isReady })
+        #expect(log.transitions.hasPrefix("dr"), "\(log.transitions)")
+    }
+
+    /// The slot ranges `port` serves, from the `myself` line of `CLUSTER NODES`.
+    static func slotRanges(of port: Int) throws -> [ClosedRange<Int>] {
+        let text = try RedisClusterProcesses.run("/usr/bin/redis-cli", ["-p", String(port), "CLUSTER", "NODES"])
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("myself") }) else { return [] }
+        return line.split(separator: " ").dropFirst(8).compactMap { item in
+            let bounds = item.split(separator: "-").compactMap { Int($0) }
+            guard let low = bounds.first else { return nil }
+            return low...(bounds.last ?? low)
+        }
+    }
+}
