@@ -98,7 +98,7 @@ extension RedisBroker {
         return HistoryPage(entries: entries, gap: gap)
     }
 
-    private static func envelope(in fields: [RESPValue]) -> Envelope? {
+    static func envelope(in fields: [RESPValue]) -> Envelope? {
         var index = 0
         while index + 1 < fields.count {
             if fields[index] == .string([UInt8(ascii: "e")]), case .string(let bytes) = fields[index + 1] {

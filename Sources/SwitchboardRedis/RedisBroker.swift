@@ -258,23 +258,10 @@ public final class RedisBroker: Broker {
             return (stream, handler)
         }
         guard let (stream, handler) = target else { return }
-        guard let newline = payload.firstIndex(of: 0x0A) else {
-            logger.warning("redis message without an id line ignored", metadata: ["redis.channel": "\(channel)"])
-            return
+        switch RedisMessage.decode(payload) {
+        case .success(let (id, envelope)): handler(.message(stream: stream, id: id, envelope: envelope))
+        case .failure(let failure): logger.warning("\(failure)", metadata: ["redis.channel": "\(channel)"])
         }
-        var id: MessageID?
-        if newline > payload.startIndex {
-            id = MessageID(String(decoding: payload[..<newline], as: UTF8.self))
-            guard id != nil else {
-                logger.warning("redis message with a malformed id ignored", metadata: ["redis.channel": "\(channel)"])
-                return
-            }
-        }
-        guard let envelope = Envelope(encoded: payload[(newline + 1)...]) else {
-            logger.warning("undecodable redis message ignored", metadata: ["redis.channel": "\(channel)"])
-            return
-        }
-        handler(.message(stream: stream, id: id, envelope: envelope))
     }
 
     func checkRunning() throws(BrokerError) {

@@ -18,6 +18,10 @@ typealias RedisCompletion = @Sendable (Result<RESPValue, BrokerError>) -> Void
 struct RedisRequest: Sendable {
     let command: RedisCommand
     let completion: RedisCompletion
+    /// False for a command answered only by pushes (SUNSUBSCRIBE on a sharded subscriber,
+    /// whose confirmation looks like the unsolicited one a slot move sends): nothing waits
+    /// for a reply, and the completion runs once the command is buffered.
+    var expectsReply = true
 }
 
 /// One connection to Redis, driven by a dedicated thread (`RedisConnectionLoop`) that runs
@@ -125,10 +129,16 @@ final class RedisConnection: Sendable {
 
     /// Queues `request`, or fails it at once with `unavailable` when not connected.
     func enqueue(_ request: RedisRequest) {
+        enqueue([request])
+    }
+
+    /// Queues `requests` back to back (nothing from another thread between them, as
+    /// `ASKING` needs), or fails them all at once with `unavailable` when not connected.
+    func enqueue(_ requests: [RedisRequest]) {
         let refusal: BrokerError? = state.withLock { state in
             switch state.phase {
             case .handshaking, .ready:
-                state.queue.append(request)
+                state.queue.append(contentsOf: requests)
                 if !state.wakePending {
                     state.wakePending = true
                     Self.signal(state.wakeWrite)
@@ -140,7 +150,7 @@ final class RedisConnection: Sendable {
                 return BrokerError.unavailable("redis \(configuration.label) is not connected: \(state.lastError)")
             }
         }
-        if let refusal { request.completion(.failure(refusal)) }
+        if let refusal { for request in requests { request.completion(.failure(refusal)) } }
     }
 
     /// Which connection this is (see `State.generation`); read it in a completion to know

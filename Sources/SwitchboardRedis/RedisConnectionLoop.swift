@@ -181,7 +181,11 @@ final class RedisConnectionLoop {
                 let now = ContinuousClock.now
                 for request in requests {
                     if request.command.append(to: context) {
-                        awaiting.append(Awaiting(completion: request.completion, sentAt: now, isHandshake: false))
+                        if request.expectsReply {
+                            awaiting.append(Awaiting(completion: request.completion, sentAt: now, isHandshake: false))
+                        } else {
+                            request.completion(.success(.null))
+                        }
                         needsWrite = true
                     } else {
                         request.completion(.failure(.unavailable("redis: cannot buffer \(request.command)")))
@@ -225,10 +229,14 @@ final class RedisConnectionLoop {
         }
     }
 
-    private static let message = Array("message".utf8)
+    /// Replies no command waits for on a subscriber connection: messages, sharded
+    /// messages, and `sunsubscribe` (Redis sends it unasked when a slot moves away).
+    private static let pushKinds: [[UInt8]] = ["message", "smessage", "sunsubscribe"].map { Array($0.utf8) }
 
     private func dispatch(_ value: RESPValue) -> String? {
-        if configuration.isSubscriber, case .array(let parts) = value, parts.first == .string(Self.message) {
+        if configuration.isSubscriber, case .array(let parts) = value, case .string(let kind)? = parts.first,
+            Self.pushKinds.contains(kind)
+        {
             hooks.push(value)
             return nil
         }

@@ -20,7 +20,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on (PORT).")
     var port: Int = env("PORT").flatMap(Int.init) ?? 8080
 
-    @Option(help: "Redis URL redis://[:password@]host:port[/db] or redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db] (REDIS_URL). Without it: the in-process broker.")
+    @Option(help: "Redis URL redis://[:password@]host:port[/db], redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db] for a master found through Sentinel, or redis+cluster://[:password@]host:port[,host:port…] for a Redis Cluster (REDIS_URL). Without it: the in-process broker.")
     var redis: String?
 
     @Option(name: .customLong("node-id"), help: "This node's id (NODE_ID; default: the hostname and port).")
@@ -29,8 +29,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key and channel (SWITCHBOARD_REDIS_PREFIX).")
     var redisPrefix: String = env("SWITCHBOARD_REDIS_PREFIX") ?? "sb:"
 
-    @Option(name: .customLong("redis-min-replicas"), help: "Ack a message only once this many Redis replicas have it (WAIT); 0 = once the master has it (SWITCHBOARD_REDIS_MIN_REPLICAS).")
+    @Option(name: .customLong("redis-min-replicas"), help: "Replicas that must confirm a publish (WAIT) before it is acknowledged; 0 = ack at once (SWITCHBOARD_REDIS_MIN_REPLICAS).")
     var redisMinReplicas: Int = env("SWITCHBOARD_REDIS_MIN_REPLICAS").flatMap(Int.init) ?? 0
+
+    @Option(name: .customLong("redis-partitions"), help: "Redis Cluster only: partitions rooms and nicknames hash into, the same on every node; 1–1024 (SWITCHBOARD_REDIS_PARTITIONS).")
+    var redisPartitions: Int = env("SWITCHBOARD_REDIS_PARTITIONS").flatMap(Int.init) ?? 64
 
     @Option(help: "Messages kept per stream for resume (SWITCHBOARD_HISTORY).")
     var history: Int = env("SWITCHBOARD_HISTORY").flatMap(Int.init) ?? 1000
@@ -148,12 +151,18 @@ struct Serve: AsyncParsableCommand {
         if let redis = redisURL {
             // The parse error names what is wrong and hides the password.
             do {
-                _ = try RedisURL(redis)
+                _ = try RedisTarget(redis)
             } catch {
                 throw ValidationError(
-                    "malformed Redis URL: \(error); expected redis://[:password@]host:port[/db] or redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db]"
+                    "malformed Redis URL: \(error); expected redis://[:password@]host:port[/db], redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db] or redis+cluster://[:password@]host:port[,host:port…]"
                 )
             }
+        }
+        guard (1...RedisClusterPartitions.maxCount).contains(redisPartitions) else {
+            throw ValidationError("--redis-partitions must be 1–\(RedisClusterPartitions.maxCount)")
+        }
+        guard !redisPrefix.contains("{"), !redisPrefix.contains("}") else {
+            throw ValidationError("--redis-prefix must not contain { or } (they are Redis Cluster hash tags)")
         }
         guard redisMinReplicas >= 0 else { throw ValidationError("--redis-min-replicas must be 0 or more") }
     }
@@ -203,8 +212,8 @@ struct Serve: AsyncParsableCommand {
 
         let broker: any Broker
         if let redis {
-            broker = try makeRedisBroker(
-                url: redis, prefix: redisPrefix, history: history, minReplicas: redisMinReplicas, node: node, logger: logger)
+            let options = RedisOptions(prefix: redisPrefix, history: history, minReplicas: redisMinReplicas, partitions: redisPartitions)
+            broker = try makeRedisBroker(url: redis, options: options, node: node, logger: logger)
         } else {
             broker = MemoryBroker(historyLimit: history)
         }
