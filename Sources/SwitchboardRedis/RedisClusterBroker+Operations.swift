@@ -321,3 +321,84 @@ extension RedisClusterBroker {
         try await send([RedisCommand(arguments)], slot: slot)[0]
     }
 }
+
+extension RedisClusterBroker {
+    /// SSUBSCRIBE `sb:to-node:{node}` (`RedisClusterPartitions.nodeChannel`) on the master
+    /// of its slot. The channel is kept like a stream's: subscribed again after a
+    /// reconnect, moved with its slot, and counted in `isReady`. When no master is
+    /// reachable yet this throws `unavailable`, and the channel is subscribed once one is.
+    /// A message published while the subscription is missing is lost: its sender times out.
+    public func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        let channel = partitions.nodeChannel(node)
+        let slot = RedisClusterSlots.slot(of: channel)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let action: (subscribe: (RedisClusterShard, RedisRequest)?, unsubscribe: (RedisClusterShard, RedisRequest)?) =
+                state.withLock { state in
+                    guard !state.stopped else {
+                        continuation.resume(throwing: BrokerError.unavailable("broker stopped"))
+                        return (nil, nil)
+                    }
+                    state.nodeHandler = handler
+                    // Listening as another node: the old channel is no longer wanted.
+                    var unsubscribe: (RedisClusterShard, RedisRequest)?
+                    if let old = state.nodeChannel, old != channel, let removed = state.channels.removeValue(forKey: old),
+                        let master = removed.subscription.master, let shard = state.shards[master]
+                    {
+                        unsubscribe = (
+                            shard, RedisRequest(command: RedisCommand(["SUNSUBSCRIBE", old]), completion: { _ in }, expectsReply: false)
+                        )
+                    }
+                    state.nodeChannel = channel
+                    if let existing = state.channels[channel], existing.subscription != .lost {
+                        continuation.resume()
+                        return (nil, unsubscribe)
+                    }
+                    state.channels[channel] = Channel(stream: nil, slot: slot, subscription: .lost)
+                    guard let owner = state.map?.owners[slot], state.subscribersReady.contains(owner), let shard = state.shards[owner]
+                    else {
+                        state.refreshRequested = true
+                        continuation.resume(throwing: BrokerError.unavailable("redis cluster: no reachable master for \(channel)"))
+                        return (nil, unsubscribe)
+                    }
+                    state.channels[channel]?.subscription = .subscribing(owner)
+                    let request = subscribeRequest(channel, on: owner) { [self] result in
+                        continuation.resume(with: result)
+                        updateAnnouncement()
+                    }
+                    return ((shard, request), unsubscribe)
+                }
+            if let (shard, request) = action.unsubscribe { shard.subscriber.enqueue(request) }
+            if let (shard, request) = action.subscribe { shard.subscriber.enqueue(request) }
+        }
+    }
+
+    /// SPUBLISH on the command connection of the channel's master, queued at once (in call
+    /// order); the reply is not waited for. Best effort, like the single-server PUBLISH:
+    /// with no known master the message is dropped, and a `MOVED` (the slot moved since
+    /// the map was read) drops it too and has the map re-read — resending it could pass
+    /// messages sent after it. Either way its sender times out.
+    public func send(_ message: [UInt8], toNode node: String) {
+        let channel = partitions.nodeChannel(node)
+        let slot = RedisClusterSlots.slot(of: channel)
+        let shard: RedisClusterShard? = state.withLock { state in
+            guard !state.stopped else { return nil }
+            guard let shard = state.map?.owners[slot].flatMap({ state.shards[$0] }) else {
+                state.refreshRequested = true
+                return nil
+            }
+            return shard
+        }
+        guard let shard else {
+            logger.debug("redis cluster: no master for a node channel; message dropped", metadata: ["redis.channel": "\(channel)"])
+            return
+        }
+        var command = RedisCommand(["SPUBLISH", channel])
+        command.append(bytes: message)
+        shard.commands.enqueue(
+            RedisRequest(command: command) { [self] result in
+                guard case .success(let reply) = result, let error = reply.errorMessage else { return }
+                state.withLock { $0.refreshRequested = true }
+                logger.debug("redis cluster: node message refused", metadata: ["redis.channel": "\(channel)", "redis.error": "\(error)"])
+            })
+    }
+}

@@ -19,6 +19,11 @@ import Synchronization
 /// stays unreachable for `partitionGrace` stops holding back the others: `.reconnected`
 /// comes without it (its publishes keep failing) and a second cycle fills its gap when it
 /// is back.
+///
+/// Node-addressed messages (Socket.IO forwarding) use a sharded channel per node,
+/// `sb:to-node:{id}`, its hash tag the node id: SPUBLISH on that slot's master, and the
+/// node's own SSUBSCRIBE there, kept like a stream's. Node liveness is the heartbeats in
+/// the `{nodes}` slot (`heartbeat`, `liveNodes`).
 public final class RedisClusterBroker: Broker {
     /// Plain settings; only the executable reads flags and the environment.
     public struct Configuration: Sendable {
@@ -75,7 +80,9 @@ public final class RedisClusterBroker: Broker {
     }
 
     struct Channel {
-        let stream: StreamKey
+        /// The stream the channel carries; nil for this node's node-addressed channel
+        /// (`listen(asNode:_:)`), whose messages go to `State.nodeHandler`.
+        let stream: StreamKey?
         let slot: Int
         var subscription: Subscription
     }
@@ -88,8 +95,11 @@ public final class RedisClusterBroker: Broker {
         var shards: [RedisNodeAddress: RedisClusterShard] = [:]
         var commandsReady: Set<RedisNodeAddress> = []
         var subscribersReady: Set<RedisNodeAddress> = []
-        /// Channels this node wants.
+        /// Channels this node wants (its node channel too, once it listens).
         var channels: [String: Channel] = [:]
+        /// This node's node-addressed channel, once it listens, and their handler.
+        var nodeChannel: String?
+        var nodeHandler: (@Sendable ([UInt8]) -> Void)?
         /// Script name → SHA1 (the same on every master).
         var scripts: [String: String] = [:]
         /// `.disconnected` was emitted and `.reconnected` is owed.
@@ -288,6 +298,9 @@ public final class RedisClusterBroker: Broker {
             return
         }
         guard case .string(let payload) = parts[2] else { return }
+        // Node-addressed messages are not stream events: straight to their handler, in
+        // the order this connection received them.
+        if let nodeHandler = state.withLock({ $0.nodeChannel == channel ? $0.nodeHandler : nil }) { return nodeHandler(payload) }
         emitting.withLock { _ in
             let target: (StreamKey, @Sendable (BrokerEvent) -> Void)? = state.withLock { state in
                 guard let stream = state.channels[channel]?.stream, let handler = state.handler else { return nil }

@@ -17,6 +17,8 @@ public struct RedisClusterPartitions: Sendable {
     let keys: [RedisKeys]
     /// Keys of node heartbeats, all in one slot (`{nodes}`).
     let nodeKeys: RedisKeys
+    /// `sb:to-node:` — a node's channel is this with its id as hash tag.
+    let nodeChannelPrefix: String
 
     /// - Parameters:
     ///   - count: partitions, 1…`maxCount`.
@@ -43,6 +45,7 @@ public struct RedisClusterPartitions: Sendable {
         self.slots = slots
         self.keys = tags.map { RedisKeys(prefix: prefix + "{" + $0 + "}:") }
         self.nodeKeys = RedisKeys(prefix: prefix + "{nodes}:")
+        self.nodeChannelPrefix = prefix + "to-node:"
     }
 
     public var count: Int { tags.count }
@@ -71,4 +74,9 @@ public struct RedisClusterPartitions: Sendable {
     func keys(for nickname: Nickname) -> RedisKeys { keys(for: .user(nickname)) }
 
     func slot(of stream: StreamKey) -> Int { slots[partition(of: stream)] }
+
+    /// The sharded channel of the messages addressed to node `id` (Socket.IO forwarding):
+    /// `sb:to-node:{id}`, the node id its own hash tag, so node channels spread over the
+    /// masters like partitions do.
+    public func nodeChannel(_ id: String) -> String { nodeChannelPrefix + "{" + id + "}" }
 }

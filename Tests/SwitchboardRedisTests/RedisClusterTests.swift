@@ -40,6 +40,15 @@ import Testing
         }
     }
 
+    /// A node's channel is sharded by its own hash tag, the node id (`sb:to-node:{id}`).
+    @Test func nodeChannelsAreTaggedByTheNodeID() {
+        let partitions = RedisClusterPartitions(count: 64, prefix: "sb:")
+        #expect(partitions.nodeChannel("edge-1") == "sb:to-node:{edge-1}")
+        #expect(RedisClusterSlots.slot(of: partitions.nodeChannel("edge-1")) == RedisClusterSlots.slot(of: "edge-1"))
+        let slots = Set((0..<32).map { RedisClusterSlots.slot(of: partitions.nodeChannel("host-\(8080 + $0)")) })
+        #expect(slots.count > 16, "node channels spread over the slots")
+    }
+
     @Test func streamsOfAPartitionShareItsSlot() {
         let partitions = RedisClusterPartitions(count: 64, prefix: "sb:")
         let room = StreamKey.room(RoomName("lobby")!)
