@@ -6,6 +6,9 @@ six `redis-server --cluster-enabled yes` (three masters, three replicas, joined 
 * a room broadcast crosses nodes exactly once per id; a whisper between two partitions;
   `nickname_taken` and presence across nodes;
 * rooms spread over the masters: `PUBSUB SHARDCHANNELS` non-empty on more than one;
+* Socket.IO on any node (issue 16) over the cluster: an Engine.IO polling session made on
+  one edge is polled, POSTed to and upgraded through the others — forwarded over each
+  node's sharded channel `sb:to-node:{id}`, which sits on the master owning its slot;
 * a partition's slot migrated (CLUSTER SETSLOT IMPORTING/MIGRATING + MIGRATE) under live
   traffic from many writers: nothing acked is lost or duplicated, the subscriptions follow
   the slot to its new master;
@@ -18,6 +21,7 @@ The tests run in file order on one cluster; the failover test runs last.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import tempfile
 import time
@@ -25,10 +29,12 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 import switchboard_harness as h
 from switchboard_harness import Clients, WSClient, is_type, login, login_response, run
 from test_cluster import ack_or_error, assert_exactly_once, chat_of, ids_of, say_acked, wait_messages, wait_presence
+from test_socketio_any_node import Alternating, event_named
 
 
 def cluster_port() -> int:
@@ -266,6 +272,79 @@ def test_rooms_spread_over_masters_with_sharded_channels(redis_cluster, edges):
                 assert any(tag in ch and ch.endswith(f":room:{room}") for v in holders.values() for ch in v), (key, holders)
 
     run(body(), 60)
+
+
+def test_socketio_polling_forwarded_across_cluster_edges(redis_cluster, edges):
+    """Issue 16 on redis+cluster://: a session made on edge-1 is used through edge-2 and
+    edge-3 (every request to the next edge), then upgraded to WebSocket on an edge that
+    does not hold it; each edge listens on its own sharded node channel."""
+    # Every edge's node channel is an SSUBSCRIBE on the master owning its slot (the node
+    # id is its hash tag), so forwarding needs no cluster-wide PUBLISH.
+    for edge in edges:
+        channel = f"sb:to-node:{{{edge.node_id}}}"
+        slot = redis_cluster.live()[0].command("CLUSTER", "KEYSLOT", channel)
+        assert slot == redis_cluster.live()[0].command("CLUSTER", "KEYSLOT", edge.node_id), (channel, slot)
+        owner = redis_cluster.owner(slot)
+        channels = redis_cluster.server(owner["port"]).command("PUBSUB", "SHARDCHANNELS", "sb:to-node:*")
+        assert channel in channels, (channel, owner, channels)
+
+    async def body() -> None:
+        client = Alternating(edges)
+        async with Clients() as natives:
+            nickname = h.unique_name("sio")
+            room = h.unique_room("sio")
+            native, _, _ = await natives.user(edges[2], rooms=[room])
+            owner = await client.handshake()  # edge-1
+            assert owner.node_id == "edge-1"
+            assert bytes.fromhex(client.sid.split(".")[1]).decode() == "edge-1", client.sid
+            token = login(edges[1].url, nickname)["token"]
+            assert (await client.post("40" + json.dumps({"token": token}))).text == "ok"  # edge-2
+            await client.until(lambda p: p.startswith("40"))
+            welcome = json.loads((await client.until(event_named("welcome")))[2:])[1]
+            assert welcome["node"] == "edge-1" and welcome["nickname"] == nickname, welcome
+
+            assert (await client.post('421["join",' + json.dumps(room) + "]")).text == "ok"
+            await client.until(lambda p: p.startswith("431["))
+            for i in range(9):  # three full rounds of the edges
+                text = f"sio-{i}-{h.unique_name()}"
+                posted = await client.post(f"42{10 + i}" + json.dumps(["chat", {"text": text, "room": room, "echo": True}]))
+                assert posted.status_code == 200 and posted.text == "ok", posted.text
+                ack = await client.until(lambda p, i=i: p.startswith(f"43{10 + i}["))
+                assert h.MESSAGE_ID.match(json.loads(ack[4:])[0]["id"]), ack
+                await client.until(event_named("chat", text=text))
+                await native.wait_seen(lambda e, t=text: e.get("type") == "chat" and e["data"].get("text") == t,
+                                       what="socket.io chat on a native client")
+            # Native → the polling session, read through whichever edge is next.
+            said = f"native-{h.unique_name()}"
+            await native.send({"type": "say", "room": room, "text": said, "ref": 1})
+            await client.until(lambda p: p.startswith("42") and said in p)
+
+            # The upgrade on edge-3, which relays the frames to edge-1.
+            ws_url = f"ws://127.0.0.1:{edges[2].port}/socket.io/?EIO=4&transport=websocket&sid={client.sid}"
+            async with ws_connect(ws_url) as ws:
+                await ws.send("2probe")
+                assert await asyncio.wait_for(ws.recv(), 10) == "3probe"
+                await client.poll()  # the pending poll is answered (noop) so the upgrade can finish
+                await ws.send("5")
+                text = f"ws-{h.unique_name()}"
+                await ws.send("4220" + json.dumps(["chat", {"text": text, "room": room, "echo": True}]))
+                seen: set[str] = set()
+                deadline = time.monotonic() + 10
+                while not {"ack", "echo"} <= seen:
+                    assert time.monotonic() < deadline, seen
+                    frame = await asyncio.wait_for(ws.recv(), 10)
+                    if frame == "2":
+                        await ws.send("3")
+                    elif isinstance(frame, str) and frame.startswith("4320["):
+                        seen.add("ack")
+                    elif isinstance(frame, str) and event_named("chat", text=text)(frame):
+                        seen.add("echo")
+                await native.wait_seen(lambda e: e.get("type") == "chat" and e["data"].get("text") == text, what="ws chat")
+                await ws.send("41")
+                await ws.send("1")
+        await client.close()
+
+    run(body(), 90)
 
 
 async def traffic(edges: list[h.SwitchboardNode], room: str, c: Clients, writers_per_node: int = 4):
