@@ -324,9 +324,11 @@ extension RedisClusterBroker {
 
 extension RedisClusterBroker {
     /// SSUBSCRIBE `sb:to-node:{node}` (`RedisClusterPartitions.nodeChannel`) on the master
-    /// of its slot. The channel is kept like a stream's: subscribed again after a
-    /// reconnect, moved with its slot, and counted in `isReady`. When no master is
-    /// reachable yet this throws `unavailable`, and the channel is subscribed once one is.
+    /// of its slot. The channel is kept like a stream's — subscribed again after a
+    /// reconnect, moved with its slot — but it is no stream: its moves and losses emit no
+    /// `.disconnected`/`.reconnected` and do not count in `isReady` (see `missing`). When
+    /// no master is reachable yet this throws `unavailable`, and the channel is subscribed
+    /// once one is.
     /// A message published while the subscription is missing is lost: its sender times out.
     public func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws {
         let channel = partitions.nodeChannel(node)

@@ -206,12 +206,14 @@ extension RedisClusterBroker {
     /// the old master (when still connected), SSUBSCRIBE on the new one (when its
     /// subscriber is ready; else its handshake does it).
     func reconcile() {
-        let work: [(RedisClusterShard, RedisRequest)] = state.withLock { state in
-            guard let map = state.map, !state.stopped else { return [] }
+        let (work, streamsMoved): ([(RedisClusterShard, RedisRequest)], Bool) = state.withLock { state in
+            guard let map = state.map, !state.stopped else { return ([], false) }
             var work: [(RedisClusterShard, RedisRequest)] = []
+            var streamsMoved = false
             for (name, channel) in state.channels {
                 let owner = map.owners[channel.slot]
                 if let current = channel.subscription.master, current == owner { continue }
+                if channel.stream != nil { streamsMoved = true }
                 if let old = channel.subscription.master, let shard = state.shards[old] {
                     work.append((shard, RedisRequest(command: RedisCommand(["SUNSUBSCRIBE", name]), completion: { _ in }, expectsReply: false)))
                 }
@@ -220,11 +222,12 @@ extension RedisClusterBroker {
                 state.channels[name]?.subscription = .subscribing(owner)
                 work.append((shard, subscribeRequest(name, on: owner, first: nil)))
             }
-            return work
+            return (work, streamsMoved)
         }
         guard !work.isEmpty else { return }
-        // Messages published on the new master before the SSUBSCRIBE are only in history.
-        updateAnnouncement(lost: true)
+        // Messages published on the new master before the SSUBSCRIBE are only in history
+        // (a node channel's are lost: their senders time out).
+        if streamsMoved { updateAnnouncement(lost: true) }
         for (shard, request) in work { shard.subscriber.enqueue(request) }
     }
 

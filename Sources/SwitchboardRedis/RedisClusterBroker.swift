@@ -185,14 +185,16 @@ public final class RedisClusterBroker: Broker {
     }
 
     /// Channels not active on their slot's master, and masters without ready connections,
-    /// by name; empty when everything works.
+    /// by name; empty when everything works. The node channel is not counted: it has no
+    /// history to fill a gap from, so its subscription neither holds live delivery nor
+    /// readiness (as with `RedisBroker`, whose readiness is its connections').
     static func missing(_ state: State) -> Set<String> {
         guard let map = state.map else { return ["slot map"] }
         var missing: Set<String> = []
         for master in map.masters where !state.commandsReady.contains(master) || !state.subscribersReady.contains(master) {
             missing.insert("master \(master)")
         }
-        for (name, channel) in state.channels {
+        for (name, channel) in state.channels where channel.stream != nil {
             guard let owner = map.owners[channel.slot] else {
                 missing.insert(name)
                 continue
