@@ -31,6 +31,7 @@ public enum BrokerConformance {
         ("nicknameClaims", nicknameClaims),
         ("unsubscribeStopsDelivery", unsubscribeStopsDelivery),
         ("concurrentPublishersDeliverInIdOrder", concurrentPublishersDeliverInIdOrder),
+        ("nodeMessagesReachTheNamedNodeInOrder", nodeMessagesReachTheNamedNodeInOrder),
     ]
 
     // MARK: helpers
@@ -355,5 +356,28 @@ public enum BrokerConformance {
             try expect(Set(ids) == want && ids.count == want.count, "\(stream): delivered \(ids.count) (\(Set(ids).count) distinct), accepted \(want.count)")
         }
         try expect(overlaps.load(ordering: .relaxed) == 0, "the handler ran on two threads at once \(overlaps.load(ordering: .relaxed)) times")
+    }
+
+    /// Node-addressed messages (Socket.IO forwarding): bytes arrive unchanged (tabs,
+    /// newlines, NUL, invalid UTF-8), only at the named node, in the order one thread sent
+    /// them; nothing reaches the room handler.
+    static func nodeMessagesReachTheNamedNodeInOrder(_ factory: Factory) async throws {
+        let (broker, inbox) = try await started(factory)
+        defer { Task { await broker.shutdown() } }
+        let received = Mutex<[[UInt8]]>([])
+        try await broker.listen(asNode: "node-a") { message in received.withLock { $0.append(message) } }
+        let messages: [[UInt8]] = (0..<200).map { i in Array("Q\tnode-b\t\(i)\tpost\tsid\n".utf8) + [0, 0xFF, 0x0A, UInt8(i % 256)] }
+        for (i, message) in messages.enumerated() {
+            broker.send(message, toNode: "node-a")
+            if i % 50 == 0 { broker.send(Array("for b".utf8), toNode: "node-b") }
+        }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while received.withLock({ $0.count }) < messages.count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let got = received.withLock { $0 }
+        try expect(got == messages, "got \(got.count) of \(messages.count) node messages, in order: \(got == Array(messages.prefix(got.count)))")
+        try expect(inbox.events.withLock { $0.isEmpty }, "node messages reached the broker handler")
     }
 }

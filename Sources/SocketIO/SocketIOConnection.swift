@@ -102,11 +102,15 @@ public struct SocketIOConnection: Sendable {
     // MARK: - From the application
 
     /// Accepts a pending CONNECT: the client gets `{"sid": socketID}`.
-    public mutating func accept(namespace: String, socketID: String) -> [SocketIOAction] {
+    /// With `pid`, the reply carries it too (connection state recovery: a client that
+    /// gets back the `pid` it sent knows its session was recovered).
+    public mutating func accept(namespace: String, socketID: String, pid: String? = nil) -> [SocketIOAction] {
         guard !isClosing, namespaces[namespace] != nil, namespaces[namespace]?.socketID == nil else { return [] }
         namespaces[namespace]?.socketID = socketID
         connectDeadline = nil
-        let reply = SocketIOPacket.connect(namespace: namespace, payload: .object(["sid": .string(socketID)]))
+        var payload: [String: JSONValue] = ["sid": .string(socketID)]
+        if let pid { payload["pid"] = .string(pid) }
+        let reply = SocketIOPacket.connect(namespace: namespace, payload: .object(payload))
         return [.send(sid: sid, reply.messages)]
     }
 

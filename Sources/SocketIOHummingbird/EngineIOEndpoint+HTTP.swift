@@ -30,14 +30,25 @@ extension EngineIOEndpoint {
     }
 
     private func poll(sid: String) async -> EngineIOReply.Response {
-        guard let host = host(sid) else { return .failure(.unknownSID) }
+        guard let host = host(sid) else {
+            guard let forwarder, let node = await forwarder.owner(of: sid) else { return .failure(.unknownSID) }
+            // A poll waits for a ping at the latest: pingInterval, then some slack.
+            return await forwarder.forward(
+                .poll, sid: sid, to: node, timeout: configuration.pingInterval + configuration.pingTimeout)
+        }
         let promise = host.eventLoop.makePromise(of: EngineIOReply.Response.self)
         host.onLoop { $0.poll(promise) }
         return (try? await promise.futureResult.get()) ?? .failure(.badRequest)
     }
 
     private func post(sid: String, body: RequestBody) async -> EngineIOReply.Response {
-        guard let host = host(sid) else { return .failure(.unknownSID) }
+        guard let host = host(sid) else {
+            guard let forwarder, let node = await forwarder.owner(of: sid) else { return .failure(.unknownSID) }
+            guard let bytes = try? await body.collect(upTo: configuration.maxPayload).readableBytesView else {
+                return await forwarder.forward(.postTooLarge, sid: sid, to: node, timeout: EngineIOForwarder.replyTimeout)
+            }
+            return await forwarder.forward(.post, sid: sid, body: Array(bytes), to: node, timeout: EngineIOForwarder.replyTimeout)
+        }
         let begin = await host.run { $0.beginPost() } ?? .failure(.unknownSID)
         guard begin == .pending else { return begin }
         let bytes: [UInt8]?

@@ -32,6 +32,16 @@ extension EngineIOEndpoint {
             return
         }
         let writer = EngineIOSocketWriter(channel: channel, maxBacklog: maxBacklog)
+        if let sid = upgrading, let forwarder, isRemote(sid) {
+            // Another node's session: relayed there, frame by frame.
+            guard let node = await forwarder.owner(of: sid) else {
+                try? await outbound.close(.policyViolation, reason: EngineIOServerError.unknownSID.json)
+                return
+            }
+            await forwarder.relay(
+                sid: sid, to: node, inbound: inbound, outbound: outbound, writer: writer, maxPayload: configuration.maxPayload)
+            return
+        }
         let remote = channel.remoteAddress?.ipAddress
         guard let (host, socket) = await openWebSocket(upgrading: upgrading, writer: writer, remoteAddress: remote) else {
             try? await outbound.close(.policyViolation, reason: EngineIOServerError.badRequest.json)

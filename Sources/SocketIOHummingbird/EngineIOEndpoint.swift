@@ -22,6 +22,8 @@ public final class EngineIOEndpoint: Sendable {
     let cors: Bool
     /// Frames written to a non-writable WebSocket before its client is dropped.
     let maxBacklog: Int
+    /// Serves requests for the sessions of other nodes; nil on a node alone.
+    let forwarder: EngineIOForwarder?
     private let registry = Mutex(Registry())
 
     struct Registry {
@@ -34,15 +36,36 @@ public final class EngineIOEndpoint: Sendable {
     ///   - application: what runs on the sessions.
     ///   - cors: answer with permissive CORS headers (and preflights) by itself.
     ///   - maxBacklog: frames queued to a non-writable WebSocket before it is closed.
+    ///   - peers: the other nodes of the cluster: session IDs then name this node, and a
+    ///     request for another node's session is forwarded there (``receiveFromPeer(_:)``
+    ///     must get what they send, ``checkPeers()`` run every second).
     public init(
         configuration: EngineIOConfiguration, application: any EngineIOApplication, logger: Logger, cors: Bool = false,
-        maxBacklog: Int = 1024
+        maxBacklog: Int = 1024, peers: (any EngineIOPeers)? = nil
     ) {
         self.configuration = configuration
         self.application = application
         self.logger = logger
         self.cors = cors
         self.maxBacklog = maxBacklog
+        self.forwarder = peers.map { EngineIOForwarder(peers: $0, logger: logger) }
+    }
+
+    /// A message another node's endpoint sent to this one (``EngineIOPeers/send(_:to:)``).
+    public func receiveFromPeer(_ message: [UInt8]) {
+        forwarder?.receive(message, endpoint: self)
+    }
+
+    /// Answers forwarded requests whose node died or that waited too long
+    /// (`Session ID unknown`) and closes the sockets relayed to dead nodes.
+    public func checkPeers() {
+        forwarder?.expire()
+    }
+
+    /// Whether `sid` is a session another node would hold (whether that node is alive is
+    /// checked when the request is served).
+    func isRemote(_ sid: String) -> Bool {
+        host(sid) == nil && forwarder?.namesOtherNode(sid) == true
     }
 
     /// The number of open sessions.
@@ -51,7 +74,8 @@ public final class EngineIOEndpoint: Sendable {
     /// Checks a request against the protocol and the open sessions.
     public func route(_ request: EngineIORequest) -> EngineIORoute {
         EngineIOServer.route(request, configuration: configuration) { sid in
-            registry.withLock { $0.hosts[sid] }?.currentTransport
+            // Another node's session: that node checks its transport.
+            registry.withLock { $0.hosts[sid] }?.currentTransport ?? (forwarder?.namesOtherNode(sid) == true ? .polling : nil)
         }
     }
 
@@ -76,7 +100,7 @@ public final class EngineIOEndpoint: Sendable {
 
     /// Opens a polling session on `eventLoop`; returns the handshake body.
     func handshake(on eventLoop: any EventLoop, remoteAddress: String?) async -> EngineIOReply.Response {
-        let session = EngineIOSession(sid: Self.makeSID(), transport: .polling, configuration: configuration, now: .now)
+        let session = EngineIOSession(sid: makeSID(), transport: .polling, configuration: configuration, now: .now)
         let host = EngineIOSessionHost(session: session, eventLoop: eventLoop, remoteAddress: remoteAddress, endpoint: self)
         registry.withLock { $0.hosts[session.sid] = host }
         _ = await host.run { $0.start(socket: nil) }
@@ -89,13 +113,9 @@ public final class EngineIOEndpoint: Sendable {
     func openWebSocket(
         upgrading sid: String?, writer: EngineIOSocketWriter, remoteAddress: String?
     ) async -> (EngineIOSessionHost, EngineIOWebSocketID)? {
-        let number = registry.withLock { registry -> UInt64 in
-            registry.socketCount += 1
-            return registry.socketCount
-        }
         guard let sid else {
-            let newSID = Self.makeSID()
-            let socket = EngineIOWebSocketID(sid: newSID, number: number)
+            let newSID = makeSID()
+            let socket = makeSocketID(sid: newSID)
             let session = EngineIOSession(
                 sid: newSID, transport: .websocket, webSocket: socket, configuration: configuration, now: .now)
             let host = EngineIOSessionHost(
@@ -105,15 +125,27 @@ public final class EngineIOEndpoint: Sendable {
             return (host, socket)
         }
         guard let host = host(sid) else { return nil }
-        let socket = EngineIOWebSocketID(sid: sid, number: number)
+        let socket = makeSocketID(sid: sid)
         guard await host.run({ $0.beginUpgrade(socket, writer: writer) }) == true else { return nil }
         return (host, socket)
     }
 
+    /// The ID of a new socket of session `sid`.
+    func makeSocketID(sid: String) -> EngineIOWebSocketID {
+        let number = registry.withLock { registry -> UInt64 in
+            registry.socketCount += 1
+            return registry.socketCount
+        }
+        return EngineIOWebSocketID(sid: sid, number: number)
+    }
+
+    /// A new session ID: naming this node when it has peers (``EngineIOSessionID``).
+    func makeSID() -> String {
+        EngineIOSessionID.make(node: forwarder?.peers.localNode)
+    }
+
     /// A session ID like the reference server's: 20 URL-safe base64 characters.
     public static func makeSID() -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-        var generator = SystemRandomNumberGenerator()
-        return String((0..<20).map { _ in alphabet[Int(generator.next(upperBound: UInt8(64)))] })
+        EngineIOSessionID.make(node: nil)
     }
 }

@@ -24,7 +24,7 @@ final class EngineIOSessionHost: Sendable {
         var session: EngineIOSession
         var delegate: (any EngineIOSessionDelegate)?
         var poll: EventLoopPromise<EngineIOReply.Response>?
-        var sockets: [EngineIOWebSocketID: EngineIOSocketWriter] = [:]
+        var sockets: [EngineIOWebSocketID: any EngineIOSocketSink] = [:]
         var timer: Scheduled<Void>?
         var timerDeadline: EngineIOInstant?
         var ended = false
@@ -67,7 +67,7 @@ final class EngineIOSessionHost: Sendable {
 
     /// Carries out the opening actions (the `open` frame of a WebSocket session, then
     /// `.opened`), with `socket` registered first when the session opened on one.
-    func start(socket: (EngineIOWebSocketID, EngineIOSocketWriter)?) {
+    func start(socket: (EngineIOWebSocketID, any EngineIOSocketSink)?) {
         if let (id, writer) = socket { storage.sockets[id] = writer }
         perform(storage.session.openingActions)
         reschedule()
@@ -100,7 +100,7 @@ final class EngineIOSessionHost: Sendable {
     }
 
     /// A WebSocket that wants to take the session over; false when refused.
-    func beginUpgrade(_ socket: EngineIOWebSocketID, writer: EngineIOSocketWriter) -> Bool {
+    func beginUpgrade(_ socket: EngineIOWebSocketID, writer: any EngineIOSocketSink) -> Bool {
         let accepted = update { session, now in (session.beginUpgrade(socket, now: now), []) } ?? false
         if accepted { storage.sockets[socket] = writer }
         return accepted

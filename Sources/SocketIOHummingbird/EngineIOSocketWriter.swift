@@ -3,6 +3,22 @@ import NIOWebSocket
 import SocketIO
 import Synchronization
 
+/// Where a session's WebSocket frames go: a socket of this node (``EngineIOSocketWriter``),
+/// or one that another node relays (``EngineIOPeerSocketWriter``). Callable from any thread.
+protocol EngineIOSocketSink: AnyObject, Sendable {
+    /// Writes `frames` and flushes.
+    func write(_ frames: [EngineIOFrame])
+    /// Writes frames built elsewhere (shared buffers) and flushes.
+    func write(frames: [WebSocketFrame])
+    /// Sends a close frame, then closes the connection. Idempotent.
+    func close(code: WebSocketErrorCode, reason: String?)
+}
+
+extension EngineIOSocketSink {
+    func close() { close(code: .normalClosure, reason: nil) }
+    func close(code: WebSocketErrorCode) { close(code: code, reason: nil) }
+}
+
 /// Writes a session's frames straight to one WebSocket channel (below Hummingbird's
 /// WebSocket handler, which keeps the inbound side and the protocol pings), one flush
 /// per batch. Callable from any thread: NIO hops to the channel's loop, in order.
@@ -10,7 +26,7 @@ import Synchronization
 /// The channel's write buffer is bounded: frames written while the socket is not
 /// writable are counted, and past `maxBacklog` of them the client is disconnected
 /// (1008) rather than letting memory grow with a slow reader.
-final class EngineIOSocketWriter: Sendable {
+final class EngineIOSocketWriter: EngineIOSocketSink {
     let channel: any Channel
     private let maxBacklog: Int
     private let backlog = Atomic<Int>(0)
@@ -47,7 +63,7 @@ final class EngineIOSocketWriter: Sendable {
     }
 
     /// Sends a close frame, then closes the connection. Idempotent.
-    func close(code: WebSocketErrorCode = .normalClosure, reason: String? = nil) {
+    func close(code: WebSocketErrorCode, reason: String?) {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         var data = channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
         data.write(webSocketErrorCode: code)

@@ -89,8 +89,8 @@ final class SocketIOSessionDriver: EngineIOSessionDelegate {
 
     // MARK: - From the application (on the loop)
 
-    func accept(namespace: String, socketID: String) -> Bool {
-        run(connection.accept(namespace: namespace, socketID: socketID))
+    func accept(namespace: String, socketID: String, pid: String? = nil) -> Bool {
+        run(connection.accept(namespace: namespace, socketID: socketID, pid: pid))
         session.deadlinesChanged()
         return connection.socketID(in: namespace) == socketID
     }

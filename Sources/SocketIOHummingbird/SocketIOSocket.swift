@@ -23,12 +23,12 @@ public struct SocketIOSocket: Sendable {
         return eventLoop.submit { body(driver.value) }
     }
 
-    /// Accepts the pending CONNECT: the client gets `{"sid": socketID}`. True when the
-    /// socket joined (false when the session ended meanwhile).
+    /// Accepts the pending CONNECT: the client gets `{"sid": socketID}` (and `pid` when
+    /// given). True when the socket joined (false when the session ended meanwhile).
     @discardableResult
-    public func accept(socketID: String) -> EventLoopFuture<Bool> {
+    public func accept(socketID: String, pid: String? = nil) -> EventLoopFuture<Bool> {
         let namespace = self.namespace
-        return onLoop { $0.accept(namespace: namespace, socketID: socketID) }
+        return onLoop { $0.accept(namespace: namespace, socketID: socketID, pid: pid) }
     }
 
     /// Refuses the pending CONNECT with CONNECT_ERROR and `payload`

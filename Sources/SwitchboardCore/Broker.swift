@@ -205,4 +205,23 @@ public protocol Broker: Sendable {
     func heartbeat(_ status: NodeStatus, ttlMilliseconds: Int64) async throws
     /// Nodes with a heartbeat newer than `now - maxAge` (Unix ms), by id.
     func liveNodes(now: Int64, maxAge: Int64) async throws -> [NodeStatus]
+
+    /// Starts handing this node's node-addressed messages (``send(_:toNode:)`` naming
+    /// `node`) to `handler`, in the order each sender thread sent them (the handler must be
+    /// thread-safe). For the
+    /// Socket.IO sessions another node holds (docs/protocol.md §8).
+    func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws
+    /// Sends `message` to the node `node`, without storing it; nothing happens when that
+    /// node does not listen. Not async, so that the messages one thread sends leave in the
+    /// order it sent them; delivery is best effort (the sender times out on replies).
+    func send(_ message: [UInt8], toNode node: String)
+}
+
+extension Broker {
+    /// A broker without node-addressed messages: nobody can reach this node's sessions.
+    public func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        throw BrokerError.unavailable("node-addressed messages are not supported by this broker")
+    }
+
+    public func send(_ message: [UInt8], toNode node: String) {}
 }

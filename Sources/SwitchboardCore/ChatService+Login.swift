@@ -59,6 +59,21 @@ extension ChatService {
     }
 
     /// The identity in `token`, or why it is refused — what every transport checks.
+    /// A token of this cluster for `identity` (a Socket.IO `pid`).
+    public func token(for identity: Identity) -> String {
+        signer.sign(identity)
+    }
+
+    /// Signs `bytes` with the cluster secret (Socket.IO offsets).
+    public func authenticate(_ bytes: [UInt8]) -> String {
+        signer.authenticate(bytes)
+    }
+
+    /// Whether `mac` is ``authenticate(_:)`` of `bytes`.
+    public func isAuthentic(_ mac: String, for bytes: [UInt8]) -> Bool {
+        signer.isAuthentic(mac, for: bytes)
+    }
+
     public func verify(_ token: String) -> Result<Identity, TokenRefusal> {
         verifier.verify(token, now: clock() / 1000)
     }

@@ -28,6 +28,8 @@ public final class MemoryBroker: Broker {
         var avatars: [RoomName: [Nickname: String]] = [:]
         var claims: [Nickname: (session: String, expires: Int64)] = [:]
         var nodes: [String: NodeStatus] = [:]
+        /// Handlers of node-addressed messages, by node (one node in process; tests may run more).
+        var nodeHandlers: [String: @Sendable ([UInt8]) -> Void] = [:]
         /// Live events not yet handed to the handler, in the order their ids were given.
         var outbox: [BrokerEvent] = []
         /// Someone is handing the outbox to the handler.
@@ -270,6 +272,22 @@ extension MemoryBroker {
             state.nodes = state.nodes.filter { $0.value.lastSeen >= now - maxAge }
             return state.nodes.values.sorted { $0.id < $1.id }
         }
+    }
+}
+
+extension MemoryBroker {
+    public func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        try state.withLock { state throws(BrokerError) in
+            try checkRunning(state)
+            state.nodeHandlers[node] = handler
+        }
+    }
+
+    /// Delivered at once, on the sender's thread (outside the lock), so one sender's
+    /// messages arrive in its order.
+    public func send(_ message: [UInt8], toNode node: String) {
+        let handler = state.withLock { $0.stopped ? nil : $0.nodeHandlers[node] }
+        handler?(message)
     }
 }
 

@@ -61,6 +61,18 @@ public struct TokenSigner: Sendable {
         return body + "." + Base64URL.encode(Array(mac))
     }
 
+    /// A MAC of `bytes` with the signing secret (base64url): what Socket.IO offsets carry,
+    /// so that a client cannot make up one.
+    public func authenticate(_ bytes: [UInt8]) -> String {
+        Base64URL.encode(Array(HMAC<SHA256>.authenticationCode(for: bytes, using: SymmetricKey(data: secrets[0]))))
+    }
+
+    /// Whether `mac` is ``authenticate(_:)`` of `bytes` under one of the secrets.
+    public func isAuthentic(_ mac: String, for bytes: [UInt8]) -> Bool {
+        guard let code = Base64URL.decode(mac), code.count == 32 else { return false }
+        return secrets.contains { HMAC<SHA256>.isValidAuthenticationCode(code, authenticating: bytes, using: SymmetricKey(data: $0)) }
+    }
+
     /// The identity in `token`, or nil when it is malformed, forged or expired at `now`
     /// (Unix seconds).
     public func verify(_ token: String, now: Int64) -> Identity? {

@@ -9,12 +9,16 @@ extension RedisBroker {
             return []
         }
         let arguments = [bytes(String(configuration.historyLimit)), envelope.encoded] + streams.map { bytes(keys.channel($0)) }
-        let reply = try await evaluate(.publish, keys: streams.map(keys.history), arguments: arguments)
+        let (reply, connection) = try await evaluateTagged(.publish, keys: streams.map(keys.history), arguments: arguments)
         guard let items = reply.array, items.count == streams.count else { throw malformed("publish", reply) }
-        return try items.map { item in
+        let ids = try items.map { item in
             guard let text = item.text, let id = MessageID(text) else { throw malformed("publish", reply) }
             return id
         }
+        // Acked only once replicated (`--redis-min-replicas`): a refusal here is an error
+        // for the client, never a false ack.
+        try await replication?.confirm(writtenOn: connection)
+        return ids
     }
 
     public func broadcast(_ envelope: Envelope, to stream: StreamKey) async throws {
@@ -94,7 +98,7 @@ extension RedisBroker {
         return HistoryPage(entries: entries, gap: gap)
     }
 
-    private static func envelope(in fields: [RESPValue]) -> Envelope? {
+    static func envelope(in fields: [RESPValue]) -> Envelope? {
         var index = 0
         while index + 1 < fields.count {
             if fields[index] == .string([UInt8(ascii: "e")]), case .string(let bytes) = fields[index + 1] {
@@ -193,13 +197,23 @@ extension RedisBroker {
     /// Sends `command`; an error reply becomes `BrokerError.protocolError`.
     func run(_ command: RedisCommand) async throws -> RESPValue {
         let reply = try await commands.send(command)
-        if let message = reply.errorMessage { throw BrokerError.protocolError("redis \(command.name): \(message)") }
+        if let message = reply.errorMessage {
+            noteErrorReply(message)
+            throw BrokerError.protocolError("redis \(command.name): \(message)")
+        }
         return reply
     }
 
     /// EVALSHA `script`; when Redis lost it (NOSCRIPT, e.g. after SCRIPT FLUSH or a
     /// restart between connects), EVAL with the source, which caches it again.
     func evaluate(_ script: RedisScript, keys: [String], arguments: [[UInt8]]) async throws -> RESPValue {
+        try await evaluateTagged(script, keys: keys, arguments: arguments).reply
+    }
+
+    /// `evaluate`, also telling which connection (`RedisConnection.generation`) ran it.
+    func evaluateTagged(
+        _ script: RedisScript, keys: [String], arguments: [[UInt8]]
+    ) async throws -> (reply: RESPValue, connection: UInt64) {
         func command(_ verb: String, _ body: String) -> RedisCommand {
             var command = RedisCommand([verb, body, String(keys.count)])
             for key in keys { command.append(key) }
@@ -207,15 +221,21 @@ extension RedisBroker {
             return command
         }
         if let sha = state.withLock({ $0.scripts[script.name] }) {
-            let reply = try await commands.send(command("EVALSHA", sha))
-            guard let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { return try checked(reply, script) }
+            let (reply, connection) = try await commands.sendTagged(command("EVALSHA", sha))
+            guard let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else {
+                return (try checked(reply, script), connection)
+            }
             logger.debug("redis lost a script; sending its source", metadata: ["redis.script": "\(script.name)"])
         }
-        return try checked(await commands.send(command("EVAL", script.source)), script)
+        let (reply, connection) = try await commands.sendTagged(command("EVAL", script.source))
+        return (try checked(reply, script), connection)
     }
 
     private func checked(_ reply: RESPValue, _ script: RedisScript) throws -> RESPValue {
-        if let message = reply.errorMessage { throw BrokerError.protocolError("redis script \(script.name): \(message)") }
+        if let message = reply.errorMessage {
+            noteErrorReply(message)
+            throw BrokerError.protocolError("redis script \(script.name): \(message)")
+        }
         return reply
     }
 
@@ -225,4 +245,30 @@ extension RedisBroker {
     }
 
     func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+}
+
+extension RedisBroker {
+    /// SUBSCRIBE `sb:to-node:{node}` on the subscriber connection (again after every
+    /// reconnect). A message published while the subscriber is down is lost: its sender
+    /// times out.
+    public func listen(asNode node: String, _ handler: @escaping @Sendable ([UInt8]) -> Void) async throws {
+        let channel = keys.nodeChannel(node)
+        let reply = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RESPValue, any Error>) in
+            state.withLock { state in
+                guard !state.stopped else { return continuation.resume(throwing: BrokerError.unavailable("broker stopped")) }
+                state.nodeChannel = channel
+                state.nodeHandler = handler
+                subscriber.enqueue(RedisRequest(command: RedisCommand(["SUBSCRIBE", channel])) { continuation.resume(with: $0) })
+            }
+        }
+        if let message = reply.errorMessage { throw BrokerError.protocolError("redis: \(message)") }
+    }
+
+    /// PUBLISH on the command connection, queued at once (in call order); the reply is
+    /// not waited for.
+    public func send(_ message: [UInt8], toNode node: String) {
+        var command = RedisCommand(["PUBLISH", keys.nodeChannel(node)])
+        command.append(bytes: message)
+        commands.enqueue(RedisRequest(command: command) { _ in })
+    }
 }

@@ -12,6 +12,10 @@ import Synchronization
 /// with `BrokerError.unavailable`, the handler gets `.disconnected`, and both connections
 /// reconnect with backoff; once commands work and every subscription is active again the
 /// handler gets `.reconnected`.
+///
+/// With a `redis+sentinel://` URL both connections find the master through the sentinels
+/// on every connect and move when it moves (`RedisSentinel`); with `minReplicas` a publish
+/// is acked only once replicated (`ReplicationConfirmer`).
 public final class RedisBroker: Broker {
     /// Plain settings; only the executable reads flags and the environment.
     public struct Configuration: Sendable {
@@ -30,6 +34,11 @@ public final class RedisBroker: Broker {
         public var pingInterval: Duration = .seconds(5)
         /// A presence key expires this long (ms) after its newest entry.
         public var presenceKeyMargin: Int64 = 60_000
+        /// A publish is acked only once this many replicas have it (`WAIT`); 0 acks what
+        /// the master wrote. Fewer replicas within `replicaWaitTimeout` fail the publish.
+        public var minReplicas: Int = 0
+        /// How long a publish waits for `minReplicas` replicas.
+        public var replicaWaitTimeout: Duration = .seconds(1)
 
         public init(url: RedisURL, keyPrefix: String = "sb:", historyLimit: Int = 1000) {
             self.url = url
@@ -48,6 +57,9 @@ public final class RedisBroker: Broker {
         var announcedDown = false
         /// Channels this node wants, and the stream each one carries.
         var channels: [String: StreamKey] = [:]
+        /// The channel of this node's node-addressed messages, once it listens, and their handler.
+        var nodeChannel: String?
+        var nodeHandler: (@Sendable ([UInt8]) -> Void)?
         /// Script name → SHA1, from SCRIPT LOAD.
         var scripts: [String: String] = [:]
     }
@@ -60,6 +72,10 @@ public final class RedisBroker: Broker {
     private let transitions = Mutex(())
     let commands: RedisConnection
     let subscriber: RedisConnection
+    /// Finds and follows the master in Sentinel mode (`redis+sentinel://`).
+    let sentinel: RedisSentinel?
+    /// Confirms publishes with `WAIT` when `minReplicas` > 0.
+    let replication: ReplicationConfirmer?
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "switchboard.redis")) {
         var configuration = configuration
@@ -74,8 +90,18 @@ public final class RedisBroker: Broker {
                     replyTimeout: configuration.replyTimeout, pingInterval: configuration.pingInterval, isSubscriber: subscriber),
                 logger: logger)
         }
-        self.commands = connection("commands", subscriber: false)
+        let commands = connection("commands", subscriber: false)
+        self.commands = commands
         self.subscriber = connection("subscriber", subscriber: true)
+        self.sentinel = configuration.url.sentinel.map {
+            RedisSentinel(url: configuration.url, group: $0, configuration: commands.configuration, logger: logger)
+        }
+        self.replication =
+            configuration.minReplicas > 0
+            ? ReplicationConfirmer(
+                connection: commands, replicas: configuration.minReplicas, timeout: configuration.replicaWaitTimeout,
+                logger: logger)
+            : nil
     }
 
     /// - Parameters:
@@ -100,17 +126,24 @@ public final class RedisBroker: Broker {
             return first
         }
         guard first else { return }
+        var address: (@Sendable () -> Result<RedisURL.Sentinel.Endpoint, BrokerError>)?
+        if let sentinel {
+            address = { @Sendable in sentinel.resolveMaster() }
+        }
         try commands.start(
             hooks: .init(
                 handshake: { [self] in scriptLoadRequests() }, push: { _ in },
-                stateChanged: { [self] ready in connectionChanged(commands: ready) }))
+                stateChanged: { [self] ready in connectionChanged(commands: ready) }, address: address))
         do {
             try subscriber.start(
                 hooks: .init(
                     handshake: { [self] in subscribeRequests() }, push: { [self] in deliver($0) },
-                    stateChanged: { [self] ready in connectionChanged(subscriber: ready) }))
+                    stateChanged: { [self] ready in connectionChanged(subscriber: ready) }, address: address))
+            try sentinel?.start { [self] event in sentinelChanged(event) }
         } catch {
             await commands.stop()
+            await subscriber.stop()
+            await sentinel?.stop()
             throw error
         }
         if await waitUntilReady(timeout: configuration.startTimeout) { return }
@@ -133,6 +166,7 @@ public final class RedisBroker: Broker {
         }
         await commands.stop()
         await subscriber.stop()
+        await sentinel?.stop()
     }
 
     /// True while both connections are up and every subscription is active.
@@ -202,7 +236,9 @@ public final class RedisBroker: Broker {
     /// SUBSCRIBE of every wanted channel, one command each (one reply each).
     private func subscribeRequests() -> [RedisRequest] {
         state.withLock { state in
-            state.channels.keys.sorted().map { RedisRequest(command: RedisCommand(["SUBSCRIBE", $0])) { _ in } }
+            (state.channels.keys.sorted() + (state.nodeChannel.map { [$0] } ?? [])).map {
+                RedisRequest(command: RedisCommand(["SUBSCRIBE", $0])) { _ in }
+            }
         }
     }
 
@@ -215,28 +251,17 @@ public final class RedisBroker: Broker {
             return
         }
         let channel = String(decoding: channelBytes, as: UTF8.self)
+        let nodeHandler = state.withLock { $0.nodeChannel == channel ? $0.nodeHandler : nil }
+        if let nodeHandler { return nodeHandler(payload) }
         let target: (StreamKey, @Sendable (BrokerEvent) -> Void)? = state.withLock { state in
             guard let stream = state.channels[channel], let handler = state.handler else { return nil }
             return (stream, handler)
         }
         guard let (stream, handler) = target else { return }
-        guard let newline = payload.firstIndex(of: 0x0A) else {
-            logger.warning("redis message without an id line ignored", metadata: ["redis.channel": "\(channel)"])
-            return
+        switch RedisMessage.decode(payload) {
+        case .success(let (id, envelope)): handler(.message(stream: stream, id: id, envelope: envelope))
+        case .failure(let failure): logger.warning("\(failure)", metadata: ["redis.channel": "\(channel)"])
         }
-        var id: MessageID?
-        if newline > payload.startIndex {
-            id = MessageID(String(decoding: payload[..<newline], as: UTF8.self))
-            guard id != nil else {
-                logger.warning("redis message with a malformed id ignored", metadata: ["redis.channel": "\(channel)"])
-                return
-            }
-        }
-        guard let envelope = Envelope(encoded: payload[(newline + 1)...]) else {
-            logger.warning("undecodable redis message ignored", metadata: ["redis.channel": "\(channel)"])
-            return
-        }
-        handler(.message(stream: stream, id: id, envelope: envelope))
     }
 
     func checkRunning() throws(BrokerError) {

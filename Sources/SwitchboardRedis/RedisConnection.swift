@@ -18,6 +18,10 @@ typealias RedisCompletion = @Sendable (Result<RESPValue, BrokerError>) -> Void
 struct RedisRequest: Sendable {
     let command: RedisCommand
     let completion: RedisCompletion
+    /// False for a command answered only by pushes (SUNSUBSCRIBE on a sharded subscriber,
+    /// whose confirmation looks like the unsolicited one a slot move sends): nothing waits
+    /// for a reply, and the completion runs once the command is buffered.
+    var expectsReply = true
 }
 
 /// One connection to Redis, driven by a dedicated thread (`RedisConnectionLoop`) that runs
@@ -50,6 +54,9 @@ final class RedisConnection: Sendable {
         var push: @Sendable (RESPValue) -> Void
         /// True when the connection becomes ready, false when a ready connection is lost.
         var stateChanged: @Sendable (Bool) -> Void
+        /// Where to connect, asked before every attempt (Sentinel: the current master);
+        /// nil connects to the URL's host and port. May block: it runs on the loop thread.
+        var address: (@Sendable () -> Result<RedisURL.Sentinel.Endpoint, BrokerError>)? = nil
     }
 
     enum Phase: Equatable {
@@ -66,6 +73,13 @@ final class RedisConnection: Sendable {
         var wakeWrite: Int32 = -1
         var threadRunning = false
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Counts ended connections: two replies with the same generation came over the
+        /// same connection (WAIT only covers that connection's writes).
+        var generation: UInt64 = 0
+        /// The server of the current or last connection attempt.
+        var address: RedisURL.Sentinel.Endpoint?
+        /// Set by `drop`: the loop closes the connection and connects again.
+        var dropReason: String?
     }
 
     let configuration: Configuration
@@ -115,10 +129,16 @@ final class RedisConnection: Sendable {
 
     /// Queues `request`, or fails it at once with `unavailable` when not connected.
     func enqueue(_ request: RedisRequest) {
+        enqueue([request])
+    }
+
+    /// Queues `requests` back to back (nothing from another thread between them, as
+    /// `ASKING` needs), or fails them all at once with `unavailable` when not connected.
+    func enqueue(_ requests: [RedisRequest]) {
         let refusal: BrokerError? = state.withLock { state in
             switch state.phase {
             case .handshaking, .ready:
-                state.queue.append(request)
+                state.queue.append(contentsOf: requests)
                 if !state.wakePending {
                     state.wakePending = true
                     Self.signal(state.wakeWrite)
@@ -130,13 +150,37 @@ final class RedisConnection: Sendable {
                 return BrokerError.unavailable("redis \(configuration.label) is not connected: \(state.lastError)")
             }
         }
-        if let refusal { request.completion(.failure(refusal)) }
+        if let refusal { for request in requests { request.completion(.failure(refusal)) } }
+    }
+
+    /// Which connection this is (see `State.generation`); read it in a completion to know
+    /// the connection its reply came over.
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    /// Closes the connection and connects again (finding the server anew) unless it is
+    /// connected to `address`: the master moved (Sentinel's `+switch-master`).
+    func drop(unlessConnectedTo address: RedisURL.Sentinel.Endpoint?, reason: String) {
+        state.withLock { state in
+            guard state.phase == .ready || state.phase == .handshaking, address == nil || state.address != address else { return }
+            state.dropReason = reason
+            if !state.wakePending {
+                state.wakePending = true
+                Self.signal(state.wakeWrite)
+            }
+        }
     }
 
     /// Sends `command` and waits for its reply (an error reply is returned, not thrown).
     func send(_ command: RedisCommand) async throws -> RESPValue {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RESPValue, any Error>) in
             enqueue(RedisRequest(command: command) { result in continuation.resume(with: result) })
+        }
+    }
+
+    /// `send`, also telling which connection (`generation`) the reply came over.
+    func sendTagged(_ command: RedisCommand) async throws -> (RESPValue, UInt64) {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(RESPValue, UInt64), any Error>) in
+            enqueue(RedisRequest(command: command) { [self] result in continuation.resume(with: result.map { ($0, generation) }) })
         }
     }
 
@@ -176,6 +220,25 @@ final class RedisConnection: Sendable {
         }
     }
 
+    /// The server of the current or last connection attempt, for logs.
+    var server: String { state.withLock { $0.address?.description ?? "" } }
+
+    /// A new attempt to `address`; forgets a drop asked of the previous connection.
+    func connecting(to address: RedisURL.Sentinel.Endpoint) {
+        state.withLock { state in
+            state.address = address
+            state.dropReason = nil
+        }
+    }
+
+    /// Why the connection must be dropped, once (`drop`).
+    func takeDropReason() -> String? {
+        state.withLock { state in
+            defer { state.dropReason = nil }
+            return state.dropReason
+        }
+    }
+
     /// Moves to `phase` unless stopped; false when stopped.
     @discardableResult
     func setPhase(_ phase: Phase) -> Bool {
@@ -191,6 +254,7 @@ final class RedisConnection: Sendable {
         state.withLock { state in
             if state.phase != .stopped { state.phase = .connecting }
             state.lastError = reason
+            state.generation &+= 1
             let queue = state.queue
             state.queue = []
             return queue

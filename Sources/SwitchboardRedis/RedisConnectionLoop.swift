@@ -101,7 +101,16 @@ final class RedisConnectionLoop {
     /// Connects without blocking past `connectTimeout`, then queues the handshake.
     /// Returns why it failed, or nil.
     private func connect() -> String? {
-        guard let context = redisConnectNonBlock(configuration.url.host, Int32(configuration.url.port)) else {
+        var address = RedisURL.Sentinel.Endpoint(host: configuration.url.host, port: configuration.url.port)
+        if let resolve = hooks.address {
+            switch resolve() {
+            case .success(let resolved): address = resolved
+            case .failure(let error): return error.detail
+            }
+            if connection.isStopped { return "broker stopped" }
+        }
+        connection.connecting(to: address)
+        guard let context = redisConnectNonBlock(address.host, Int32(address.port)) else {
             return "cannot allocate a hiredis context"
         }
         self.context = context
@@ -153,7 +162,9 @@ final class RedisConnectionLoop {
         failures = 0
         guard connection.setPhase(.ready) else { return }
         isReady = true
-        logger.info("redis connected", metadata: ["redis.url": "\(configuration.url)"])
+        logger.info(
+            "redis connected",
+            metadata: ["redis.url": "\(configuration.url)", "redis.server": "\(connection.server)"])
         hooks.stateChanged(true)
     }
 
@@ -165,11 +176,16 @@ final class RedisConnectionLoop {
         let fd = context.pointee.fd
         while true {
             guard let requests = connection.takeQueue() else { return "broker stopped" }
+            if let reason = connection.takeDropReason() { return reason }
             if !requests.isEmpty {
                 let now = ContinuousClock.now
                 for request in requests {
                     if request.command.append(to: context) {
-                        awaiting.append(Awaiting(completion: request.completion, sentAt: now, isHandshake: false))
+                        if request.expectsReply {
+                            awaiting.append(Awaiting(completion: request.completion, sentAt: now, isHandshake: false))
+                        } else {
+                            request.completion(.success(.null))
+                        }
                         needsWrite = true
                     } else {
                         request.completion(.failure(.unavailable("redis: cannot buffer \(request.command)")))
@@ -213,10 +229,14 @@ final class RedisConnectionLoop {
         }
     }
 
-    private static let message = Array("message".utf8)
+    /// Replies no command waits for on a subscriber connection: messages, sharded
+    /// messages, and `sunsubscribe` (Redis sends it unasked when a slot moves away).
+    private static let pushKinds: [[UInt8]] = ["message", "smessage", "sunsubscribe"].map { Array($0.utf8) }
 
     private func dispatch(_ value: RESPValue) -> String? {
-        if configuration.isSubscriber, case .array(let parts) = value, parts.first == .string(Self.message) {
+        if configuration.isSubscriber, case .array(let parts) = value, case .string(let kind)? = parts.first,
+            Self.pushKinds.contains(kind)
+        {
             hooks.push(value)
             return nil
         }
@@ -275,12 +295,12 @@ final class RedisConnectionLoop {
         needsWrite = false
     }
 
-    private static func errorText(_ context: UnsafeMutablePointer<redisContext>) -> String {
+    static func errorText(_ context: UnsafeMutablePointer<redisContext>) -> String {
         let text = Self.text(of: context.pointee.errstr)
         return text.isEmpty ? "connection error \(context.pointee.err)" : text
     }
 
-    private static func text<T>(of tuple: T) -> String {
+    static func text<T>(of tuple: T) -> String {
         withUnsafeBytes(of: tuple) { bytes in
             String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
         }

@@ -44,6 +44,12 @@ public struct RedisKeys: Sendable, Equatable {
     /// Sorted set of node heartbeats: score = last heartbeat (Unix ms), member = node id.
     public var nodes: String { prefix + "nodes" }
 
+    /// Pub/sub channel of the messages addressed to node `id` (Socket.IO requests and
+    /// WebSocket frames for the sessions it holds): `sb:to-node:{id}`.
+    public func nodeChannel(_ id: String) -> String {
+        prefix + "to-node:" + id
+    }
+
     /// String with TTL: the connection count a node reported with its last heartbeat.
     public func node(_ id: String) -> String {
         prefix + "node:" + id

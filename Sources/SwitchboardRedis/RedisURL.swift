@@ -1,6 +1,8 @@
 import SwitchboardCore
 
-/// Where a Redis server is and how to log in: `redis://[[user]:password@]host[:port][/db]`.
+/// Where a Redis server is and how to log in: `redis://[[user]:password@]host[:port][/db]`,
+/// or through Sentinel: `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/MASTER[/db]`
+/// (see `Sentinel`).
 ///
 /// The password (and user) may be percent-encoded. The port defaults to 6379 and the
 /// database to 0. `description` never shows the password.
@@ -17,6 +19,9 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     public var password: String?
     /// Selected with `SELECT` on every (re)connect.
     public var database: Int
+    /// Set for `redis+sentinel://`: the master is looked up through these sentinels on
+    /// every (re)connect, and `host`/`port` are only the first sentinel's.
+    public var sentinel: Sentinel?
 
     public static let defaultPort = 6379
 
@@ -34,9 +39,13 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
     /// - Throws: `ParseError` naming what is wrong with `string`.
     public init(_ string: String) throws(ParseError) {
         func fail(_ why: String) -> ParseError { ParseError(description: "invalid Redis URL '\(Self.redacted(string))': \(why)") }
+        if string.lowercased().hasPrefix(Sentinel.scheme) {
+            self = try Self.parseSentinel(string)
+            return
+        }
         let scheme = "redis://"
         if string.lowercased().hasPrefix("rediss://") { throw fail("TLS (rediss://) is not supported by hiredis 0.14") }
-        guard string.lowercased().hasPrefix(scheme) else { throw fail("it must start with redis://") }
+        guard string.lowercased().hasPrefix(scheme) else { throw fail("it must start with redis:// or redis+sentinel://") }
         var rest = Substring(string.dropFirst(scheme.count))
         if let query = rest.firstIndex(where: { $0 == "?" || $0 == "#" }) {
             throw fail("query strings and fragments are not supported (\(rest[query...]))")
@@ -104,6 +113,7 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
 
     /// The URL with the password replaced by `***`.
     public var description: String {
+        if let sentinel { return sentinelDescription(sentinel) }
         var credentials = ""
         if username != nil || password != nil {
             credentials = "\(username ?? ""):\(password == nil ? "" : "***")@"

@@ -38,6 +38,8 @@ public struct ServerConfiguration: Sendable {
     /// Engine.IO heartbeat of `/socket.io/` sessions: ping interval and pong timeout.
     public var socketIOPingInterval: Duration = .seconds(25)
     public var socketIOPingTimeout: Duration = .seconds(20)
+    /// Socket.IO connection state recovery: how long an offset stays good (0: off).
+    public var socketIORecoveryWindow: Duration = .seconds(120)
 
     public enum LoginMode: String, Sendable, CaseIterable {
         case open, closed

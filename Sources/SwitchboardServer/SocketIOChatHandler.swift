@@ -18,6 +18,8 @@ struct SocketIOChatHandler: SocketIOHandler {
     /// `--login open`: `auth: {nickname, avatar}` logs in on the fly; closed: refused
     /// with `login_closed` (tokens only).
     var loginOpen = true
+    /// How long an offset of connection state recovery stays good; zero: no recovery.
+    var recoveryWindow: Duration = .zero
 
     /// Events of one client waiting for the worker; past this, an event is refused with
     /// `rate_limited`.
@@ -28,7 +30,8 @@ struct SocketIOChatHandler: SocketIOHandler {
             of: SocketIOChatWork.self, bufferingPolicy: .bufferingOldest(Self.maxQueuedEvents))
         var logger = self.logger
         logger[metadataKey: "engine.sid"] = .string(client.session.sid)
-        let worker = SocketIOChatWorker(chat: chat, maxQueuedFrames: maxQueuedFrames, logger: logger, loginOpen: loginOpen)
+        let worker = SocketIOChatWorker(
+            chat: chat, maxQueuedFrames: maxQueuedFrames, logger: logger, loginOpen: loginOpen, recoveryWindow: recoveryWindow)
         Task { await worker.run(stream) }
         return SocketIOChatConnection(continuation: continuation)
     }
@@ -78,19 +81,22 @@ final class SocketIOChatWorker: Sendable {
     let maxQueuedFrames: Int
     let logger: Logger
     let loginOpen: Bool
+    let recoveryWindow: Duration
 
     static let loginClosedMessage = "this chat accepts only tokens from its application (auth: {token})"
 
-    init(chat: ChatService, maxQueuedFrames: Int, logger: Logger, loginOpen: Bool = true) {
+    init(chat: ChatService, maxQueuedFrames: Int, logger: Logger, loginOpen: Bool = true, recoveryWindow: Duration = .zero) {
         self.chat = chat
         self.maxQueuedFrames = maxQueuedFrames
         self.logger = logger
         self.loginOpen = loginOpen
+        self.recoveryWindow = recoveryWindow
     }
 
     struct Member {
         let session: Session
         let subscriber: SocketIOSubscriber
+        var recovery: SocketIORecovery? { subscriber.sink.recovery }
     }
 
     struct State {
@@ -118,6 +124,16 @@ final class SocketIOChatWorker: Sendable {
     }
 
     private func authorize(_ socket: SocketIOSocket, auth: JSONValue?, state: inout State) async {
+        // Connection state recovery: a `{pid, offset}` of this cluster, still in its window,
+        // is the identity, rooms and position of the socket it came from.
+        let wantsRecovery = recoveryWindow > .zero && (auth?["recover"] == .bool(true) || auth?["pid"] != nil)
+        if wantsRecovery, let pid = auth?["pid"]?.stringValue, let offset = auth?["offset"]?.stringValue,
+            let identity = SocketIORecovery.identity(pid: pid, chat: chat),
+            let cursor = SocketIORecovery.cursor(offset: offset, pid: pid, chat: chat),
+            await recover(socket, identity: identity, pid: pid, cursor: cursor, state: &state)
+        {
+            return
+        }
         let identity: Identity
         var token: String?
         switch SocketIOAuth(auth) {
@@ -150,8 +166,9 @@ final class SocketIOChatWorker: Sendable {
                 }
             }
         }
+        let recovery = wantsRecovery ? SocketIORecovery(pid: SocketIORecovery.makePID(identity, chat: chat), chat: chat, window: recoveryWindow) : nil
         let subscriber = SocketIOSubscriber(
-            socket: socket, nickname: identity.nickname, maxQueuedFrames: maxQueuedFrames, metrics: chat.metrics)
+            socket: socket, nickname: identity.nickname, maxQueuedFrames: maxQueuedFrames, metrics: chat.metrics, recovery: recovery)
         let opened: ChatService.Opened
         do {
             opened = try await chat.open(
@@ -161,20 +178,69 @@ final class SocketIOChatWorker: Sendable {
             socket.reject(SocketIOChatReply.connectError(error))
             return
         }
-        guard (try? await socket.accept(socketID: subscriber.connectionID.value).get()) == true else {
+        guard (try? await socket.accept(socketID: subscriber.connectionID.value, pid: recovery?.pid).get()) == true else {
             await chat.close(opened.session)
             return
         }
+        recovery?.start(opened.cursor)
+        recovery?.joined(Self.lobby, head: opened.cursor.rooms[Self.lobby])
         state.members[socket.namespace] = Member(session: opened.session, subscriber: subscriber)
         var welcome: [String: SocketIOValue] = [
             "type": "welcome", "nickname": .string(identity.nickname.value), "avatar": .string(identity.avatar),
             "node": .string(chat.nodeID), "transport": .string(Transport.socketIO.rawValue),
         ]
         if let token { welcome["token"] = .string(token) }
-        socket.emit("welcome", [.object(welcome)])
+        // With recovery, the welcome carries the first offset (the opening position).
+        socket.emit("welcome", [.object(welcome)] + (recovery.map { [.string($0.offset(at: opened.cursor))] } ?? []))
         let hub = chat.hub
         subscriber.open(initial: opened.resets.map { hub.encode($0, format: subscriber.format, stream: nil, id: nil, envelope: nil) })
         logger.debug("socket.io connect", metadata: ["namespace": "\(socket.namespace)", "nickname": "\(identity.nickname)"])
+    }
+
+    /// Opens the socket where `cursor` left it: its rooms, then every event after the
+    /// cursor; the reply carries the same `pid` (`recovered` for the client). False when
+    /// it cannot be exact (history no longer reaches back to the cursor, or the session
+    /// cannot open): the caller opens a fresh session instead.
+    private func recover(
+        _ socket: SocketIOSocket, identity: Identity, pid: String, cursor: Cursor, state: inout State
+    ) async -> Bool {
+        let recovery = SocketIORecovery(pid: pid, chat: chat, window: recoveryWindow)
+        let subscriber = SocketIOSubscriber(
+            socket: socket, nickname: identity.nickname, maxQueuedFrames: maxQueuedFrames, metrics: chat.metrics, recovery: recovery)
+        guard
+            let opened = try? await chat.open(
+                identity, subscriber: subscriber, transport: .socketIO, rooms: cursor.rooms.keys.sorted { $0.value < $1.value },
+                cursor: cursor, remote: socket.client.session.remoteAddress)
+        else { return false }
+        guard !opened.resets.contains(where: { if case .reset = $0 { true } else { false } }) else {
+            await chat.close(opened.session)
+            return false
+        }
+        guard (try? await socket.accept(socketID: subscriber.connectionID.value, pid: pid).get()) == true else {
+            await chat.close(opened.session)
+            return true
+        }
+        // From the client's own cursor: the replay below moves each offset on.
+        recovery.start(cursor)
+        state.members[socket.namespace] = Member(session: opened.session, subscriber: subscriber)
+        socket.emit(
+            "welcome",
+            [
+                .object([
+                    "type": "welcome", "nickname": .string(identity.nickname.value), "avatar": .string(identity.avatar),
+                    "node": .string(chat.nodeID), "transport": .string(Transport.socketIO.rawValue), "recovered": .bool(true),
+                ]),
+                .string(recovery.offset(at: cursor)),
+            ])
+        let hub = chat.hub
+        subscriber.open(
+            initial: opened.resets.map { hub.encode($0, format: subscriber.format, stream: nil, id: nil, envelope: nil) },
+            backlog: opened.backlog.map {
+                hub.encode($0.envelope.event, format: subscriber.format, stream: $0.stream, id: $0.id, envelope: $0.envelope)
+            },
+            cursor: opened.cursor)
+        logger.debug("socket.io recovered", metadata: ["namespace": "\(socket.namespace)", "nickname": "\(identity.nickname)"])
+        return true
     }
 
     private func event(_ socket: SocketIOSocket, name: String, arguments: [SocketIOValue], ackID: Int?, member: Member) async {
@@ -184,9 +250,12 @@ final class SocketIOChatWorker: Sendable {
             chat.countErrors([.error(error)])
             answer(socket, error, name: name, ackID: ackID)
         case .success(.join(let room)):
-            await handle(ClientEvent(.join(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
+            let head = await handle(ClientEvent(.join(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
+            if let head { member.recovery?.joined(room, head: head) }
         case .success(.leave(let room)):
-            await handle(ClientEvent(.leave(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member)
+            if await handle(ClientEvent(.leave(room), ref: .int(0)), socket, name: name, ackID: ackID, member: member) != nil {
+                member.recovery?.left(room)
+            }
         case .success(.members(let room, let after, let limit)):
             for reply in await chat.handle(ClientEvent(.members(room: room, after: after, limit: limit)), from: member.session) {
                 switch reply {
@@ -210,10 +279,14 @@ final class SocketIOChatWorker: Sendable {
 
     /// `join` / `leave` through the native handler: its `ack` or `error` becomes the
     /// Socket.IO ack (or an `error` event), anything else (the room's `presence`) an event.
-    private func handle(_ event: ClientEvent, _ socket: SocketIOSocket, name: String, ackID: Int?, member: Member) async {
+    /// Returns the ack's id (`.zero` for none) when the event was accepted.
+    @discardableResult
+    private func handle(_ event: ClientEvent, _ socket: SocketIOSocket, name: String, ackID: Int?, member: Member) async -> MessageID? {
+        var accepted: MessageID?
         for reply in await chat.handle(event, from: member.session) {
             switch reply {
             case .ack(_, let id):
+                accepted = id ?? .zero
                 if let ackID { socket.ack(ackID, SocketIOChatReply.accepted(id: id)) }
             case .error(_, let code, let message):
                 answer(socket, EventError(code, message), name: name, ackID: ackID)
@@ -221,6 +294,7 @@ final class SocketIOChatWorker: Sendable {
                 chat.hub.send(reply, to: member.subscriber)
             }
         }
+        return accepted
     }
 
     private func answer(_ socket: SocketIOSocket, _ error: EventError, name: String, ackID: Int?) {

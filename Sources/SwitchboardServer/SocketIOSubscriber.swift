@@ -15,10 +15,13 @@ typealias SocketIOSubscriber = Connection<SocketIOSink>
 /// frame per loop, so every socket shares them. The session has its own bounded queue.
 struct SocketIOSink: ConnectionSink {
     let socket: SocketIOSocket
+    /// Set when the socket asked for connection state recovery: its events carry offsets.
+    let recovery: SocketIORecovery?
     private let frames: SocketIOFrameCache
 
-    init(socket: SocketIOSocket) {
+    init(socket: SocketIOSocket, recovery: SocketIORecovery? = nil) {
         self.socket = socket
+        self.recovery = recovery
         self.frames = SocketIOFrameCache.of(socket.eventLoop)
     }
 
@@ -26,6 +29,15 @@ struct SocketIOSink: ConnectionSink {
 
     func write(_ frame: Frame, position: Cursor?, delivery: EventLoopDelivery) {
         let (messages, webSocketFrames) = frames.decoded(frame)
+        if let recovery, let position, case .text(let packet)? = messages.first,
+            let withOffset = SocketIORecovery.appending(recovery.offset(at: position), to: packet)
+        {
+            // This socket's own copy: the offset is its cursor.
+            var own = messages
+            own[0] = .text(withOffset)
+            _ = socket.sendEncoded(own, webSocketFrames: EngineIOSessionHandle.webSocketFrames(own))
+            return
+        }
         _ = socket.sendEncoded(messages, webSocketFrames: webSocketFrames)
     }
 
@@ -39,13 +51,21 @@ struct SocketIOSink: ConnectionSink {
 }
 
 extension Connection where Sink == SocketIOSink {
-    convenience init(socket: SocketIOSocket, nickname: Nickname, maxQueuedFrames: Int, metrics: Metrics?) {
+    convenience init(
+        socket: SocketIOSocket, nickname: Nickname, maxQueuedFrames: Int, metrics: Metrics?, recovery: SocketIORecovery? = nil
+    ) {
         self.init(
             nickname: nickname, format: SocketIOWireFormat.format(namespace: socket.namespace), eventLoop: socket.eventLoop,
-            sink: SocketIOSink(socket: socket), maxQueuedFrames: maxQueuedFrames, metrics: metrics)
+            sink: SocketIOSink(socket: socket, recovery: recovery), maxQueuedFrames: maxQueuedFrames, metrics: metrics)
     }
 
     var socket: SocketIOSocket { sink.socket }
+
+    /// A recovered socket's opening: `initial` (presence…), then the events it missed
+    /// (`backlog`, after `cursor`), then live frames.
+    func open(initial: [Frame], backlog: [Frame], cursor: Cursor) {
+        eventLoop.execute { self.openNow(welcome: nil, backlog: initial + backlog, cursor: cursor) }
+    }
 
     /// Writes the opening events (on the loop), then lets live frames through.
     func open(initial: [Frame]) {

@@ -12,12 +12,14 @@ import SwitchboardCore
 /// router, WebSocket (new sessions and upgrades) on the upgrade router, both on one
 /// `EngineIOEndpoint` whose sessions run the chat (`SocketIOChatHandler`).
 ///
-/// Polling is stateful by protocol — a session lives on the node that opened it — so a
-/// load balancer pins `/socket.io/` by cookie (deploy/haproxy.cfg); a request for a
-/// session this node does not have gets the protocol's `400 {"code":1,…}`.
+/// A session lives on the node that opened it; its ID names that node, and a poll, POST
+/// or upgrade that the balancer sent elsewhere is forwarded there through the broker
+/// (`SocketIOPeers`): no sticky sessions. A session of a dead node, or none at all, gets
+/// the protocol's `400 {"code":1,…}`.
 struct SocketIOTransport: Sendable {
     let endpoint: EngineIOEndpoint
     let configuration: ServerConfiguration
+    let peers: SocketIOPeers
 
     init(chat: ChatService, configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -26,10 +28,12 @@ struct SocketIOTransport: Sendable {
             maxPayload: configuration.maxMessageBytes)
         let socketIO = SocketIOConfiguration(namespaces: Set(configuration.socketIONamespaces))
         let handler = SocketIOChatHandler(
-            chat: chat, maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, loginOpen: configuration.login == .open)
+            chat: chat, maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, loginOpen: configuration.login == .open,
+            recoveryWindow: configuration.socketIORecoveryWindow)
+        self.peers = SocketIOPeers(chat: chat, logger: logger)
         self.endpoint = EngineIOEndpoint(
             configuration: engine, application: SocketIOApplication(configuration: socketIO, handler: handler),
-            logger: logger, cors: false, maxBacklog: configuration.maxQueuedFrames)
+            logger: logger, cors: false, maxBacklog: configuration.maxQueuedFrames, peers: peers)
     }
 
     /// Polling on the HTTP router (CORS is the router's middleware's).

@@ -63,6 +63,7 @@ public struct SwitchboardServer: Sendable {
     /// `onServerRunning` is called with the bound port once the server listens.
     public func makeApplication(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> some ApplicationProtocol {
         try await chat.start()
+        await socketIO.peers.listen(socketIO.endpoint)
         let router = makeRouter()
         return Application(
             router: router,
@@ -70,6 +71,7 @@ public struct SwitchboardServer: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
             services: [
                 ChatRunner(chat: chat), pollSessions, SocketIOCloser(endpoint: socketIO.endpoint), ClusterMonitorRunner(monitor: monitor),
+                SocketIOPeersRunner(peers: socketIO.peers, endpoint: socketIO.endpoint),
             ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)

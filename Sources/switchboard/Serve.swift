@@ -20,7 +20,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on (PORT).")
     var port: Int = env("PORT").flatMap(Int.init) ?? 8080
 
-    @Option(help: "Redis URL redis://[:password@]host:port[/db] (REDIS_URL). Without it: the in-process broker.")
+    @Option(help: "Redis URL redis://[:password@]host:port[/db], redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db] for a master found through Sentinel, or redis+cluster://[:password@]host:port[,host:port…] for a Redis Cluster (REDIS_URL). Without it: the in-process broker.")
     var redis: String?
 
     @Option(name: .customLong("node-id"), help: "This node's id (NODE_ID; default: the hostname and port).")
@@ -28,6 +28,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-prefix"), help: "Prefix of every Redis key and channel (SWITCHBOARD_REDIS_PREFIX).")
     var redisPrefix: String = env("SWITCHBOARD_REDIS_PREFIX") ?? "sb:"
+
+    @Option(name: .customLong("redis-min-replicas"), help: "Replicas that must confirm a publish (WAIT) before it is acknowledged; 0 = ack at once (SWITCHBOARD_REDIS_MIN_REPLICAS).")
+    var redisMinReplicas: Int = env("SWITCHBOARD_REDIS_MIN_REPLICAS").flatMap(Int.init) ?? 0
+
+    @Option(name: .customLong("redis-partitions"), help: "Redis Cluster only: partitions rooms and nicknames hash into, the same on every node; 1–1024 (SWITCHBOARD_REDIS_PARTITIONS).")
+    var redisPartitions: Int = env("SWITCHBOARD_REDIS_PARTITIONS").flatMap(Int.init) ?? 64
 
     @Option(help: "Messages kept per stream for resume (SWITCHBOARD_HISTORY).")
     var history: Int = env("SWITCHBOARD_HISTORY").flatMap(Int.init) ?? 1000
@@ -73,6 +79,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .customLong("socketio-namespaces"), help: "Comma-separated Socket.IO namespaces besides / (SWITCHBOARD_SOCKETIO_NAMESPACES), e.g. /chat,/admin.")
     var socketIONamespaces: String = env("SWITCHBOARD_SOCKETIO_NAMESPACES") ?? ""
+
+    @Option(name: .customLong("socketio-recovery-window"), help: "Seconds a Socket.IO client may stay away and still recover its session with {pid, offset}; 0: off (SWITCHBOARD_SOCKETIO_RECOVERY_WINDOW).")
+    var socketIORecoveryWindow: Int = env("SWITCHBOARD_SOCKETIO_RECOVERY_WINDOW").flatMap(Int.init) ?? 120
 
     @Option(help: "open: anyone picks a free nickname (POST /api/login, Socket.IO auth {nickname}); closed: only tokens from the application (SWITCHBOARD_LOGIN).")
     var login: String = env("SWITCHBOARD_LOGIN") ?? "open"
@@ -139,9 +148,23 @@ struct Serve: AsyncParsableCommand {
         guard ServerConfiguration.LoginMode(rawValue: login) != nil else { throw ValidationError("--login must be open or closed") }
         guard !jwtNicknameClaim.isEmpty, !jwtAvatarClaim.isEmpty else { throw ValidationError("--jwt-…-claim must not be empty") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \(logLevel)") }
-        if let redis = redisURL, (try? RedisURL(redis)) == nil {
-            throw ValidationError("malformed Redis URL \(redis); expected redis://[:password@]host:port[/db]")
+        if let redis = redisURL {
+            // The parse error names what is wrong and hides the password.
+            do {
+                _ = try RedisTarget(redis)
+            } catch {
+                throw ValidationError(
+                    "malformed Redis URL: \(error); expected redis://[:password@]host:port[/db], redis+sentinel://[:password@]host:port[,host:port…]/MASTER[/db] or redis+cluster://[:password@]host:port[,host:port…]"
+                )
+            }
         }
+        guard (1...RedisClusterPartitions.maxCount).contains(redisPartitions) else {
+            throw ValidationError("--redis-partitions must be 1–\(RedisClusterPartitions.maxCount)")
+        }
+        guard !redisPrefix.contains("{"), !redisPrefix.contains("}") else {
+            throw ValidationError("--redis-prefix must not contain { or } (they are Redis Cluster hash tags)")
+        }
+        guard redisMinReplicas >= 0 else { throw ValidationError("--redis-min-replicas must be 0 or more") }
     }
 
     func run() async throws {
@@ -183,12 +206,14 @@ struct Serve: AsyncParsableCommand {
         configuration.pollPresenceWindow = .seconds(pollWindow)
         configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingSpaces }
         configuration.socketIONamespaces = namespaces ?? ["/"]
+        configuration.socketIORecoveryWindow = .seconds(max(0, socketIORecoveryWindow))
         configuration.login = ServerConfiguration.LoginMode(rawValue: login) ?? .open
         let externalTokens = await jwtVerifier(maxAvatarBytes: chat.maxAvatarBytes)
 
         let broker: any Broker
         if let redis {
-            broker = try makeRedisBroker(url: redis, prefix: redisPrefix, history: history, node: node, logger: logger)
+            let options = RedisOptions(prefix: redisPrefix, history: history, minReplicas: redisMinReplicas, partitions: redisPartitions)
+            broker = try makeRedisBroker(url: redis, options: options, node: node, logger: logger)
         } else {
             broker = MemoryBroker(historyLimit: history)
         }

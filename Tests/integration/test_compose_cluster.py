@@ -14,7 +14,7 @@ In order, on one compose project (module fixture):
    Dockerfile), `up -d --scale edge=3`: the LB reaches exactly the three edge containers;
 2. three users through the LB land on three edges: a whisper crosses edges and skips the
    third user, presence says 3 everywhere (4 with a Socket.IO user through the LB's
-   cookie-pinned backend); `up -d --scale edge=5` while they are
+   round robin, no cookie); `up -d --scale edge=5` while they are
    connected: the LB reaches all five, the live sockets keep working; the container
    serving one user is killed: the user reconnects through the LB with its cursor and
    gets exactly what was said meanwhile;
@@ -285,10 +285,9 @@ def test_chat_across_edges_scaling_and_a_killed_edge(cluster: Compose):
             await carol.wait_seen(is_type("private", text="for carol"), 15, what="carol's own whisper")
             assert not carol.seen(lambda e: e.get("text") == "只给小明"), carol.events
 
-            # Socket.IO through the LB's cookie-pinned backend (polling, then the upgrade):
-            # a fourth user in the lobby, counted on every edge.
-            # The client keeps haproxy's cookie (aiohttp refuses cookies of IP hosts unless told).
-            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            # Socket.IO through the LB's round robin (polling, then the upgrade), without a
+            # cookie jar: a fourth user in the lobby, counted on every edge.
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
             dave = SIO("dave", http_session=session)
             try:
                 await dave.connect(cluster.lb, {"nickname": "dave", "avatar": "2.jpg"}, None)

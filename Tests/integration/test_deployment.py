@@ -67,8 +67,6 @@ def test_configs_agree_on_ports_and_environment():
     # The LB resolves edges with the container's own resolver, on any engine.
     # (A `nameserver 127.0.0.11:53` exists only under Docker: under Podman every request was a 503.)
     assert "parse-resolv-conf" in docker_lb and not re.search(r"^\s*nameserver", docker_lb, re.M)
-    # server-template replicas have no cookie value of their own: Socket.IO affinity needs `dynamic`.
-    assert re.search(r"cookie SBNODE .*\bdynamic\b", docker_lb) and "dynamic-cookie-key" in docker_lb
     # Redis: the Procfile's URL matches its redis port; compose uses the service name.
     assert re.search(r"redis-server --port 6379", procfile) and "redis://127.0.0.1:6379" in procfile
     assert "REDIS_URL: redis://redis:6379" in compose
@@ -78,11 +76,12 @@ def test_configs_agree_on_ports_and_environment():
         assert f"({name})" in help_text, f"serve --help does not document {name}"
     for name in ["SWITCHBOARD_SECRET", "SWITCHBOARD_API_KEY"]:
         assert name in compose
-    # Both LB configs health-check /readyz and pin only /socket.io/.
+    # Both LB configs health-check /readyz and pin nothing: round robin for every path,
+    # Socket.IO included (issue 16: a node forwards requests for another node's session).
     for lb in (local_lb, docker_lb):
         assert "option httpchk GET /readyz" in lb
         assert "timeout tunnel" in lb
-        assert lb.count("cookie SBNODE") == 1 and "path_beg /socket.io/" in lb
+        assert "cookie" not in lb and "balance roundrobin" in lb and "use_backend" not in lb
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
     assert "USER switchboard" in dockerfile and "libhiredis0.14" in dockerfile
 

@@ -13,7 +13,7 @@ rooms. Every test runs over `['polling']`, `['websocket']` and the client's defa
 * binary payloads cross the cluster as attachments (`{"$binary": …}` for natives);
 * a configured namespace works, an unknown one is refused with "Invalid namespace";
 * `presence` events follow the room's count;
-* (test_socketio_reconnect.py: reconnect through a cookie-sticky haproxy after the
+* (test_socketio_reconnect.py: reconnect through a round-robin haproxy after the
   client's node is SIGKILLed.)
 
 Every process is started by a fixture and stopped in its finalizer.

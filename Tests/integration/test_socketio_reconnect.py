@@ -1,8 +1,9 @@
-"""Socket.IO reconnect (issue 5): python-socketio's AsyncClient behind a haproxy that
-pins `/socket.io/` by cookie in front of two real nodes on one real `redis-server`. The
-client's node is SIGKILLed; the client reconnects through the balancer to the survivor
-and goes on talking with a native client there — over `['polling']` (which only works
-through round robin because of the cookie), `['websocket']` and the default upgrade.
+"""Socket.IO reconnect (issue 5): python-socketio's AsyncClient behind a round-robin
+haproxy without affinity (issue 16: no cookie; a node forwards requests for another
+node's session) in front of two real nodes on one real `redis-server`. The client's node
+is SIGKILLed; its session is answered `Session ID unknown` by the survivor, and the
+client reconnects through the balancer to the survivor and goes on talking with a
+native client there — over `['polling']`, `['websocket']` and the default upgrade.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def transport(request: pytest.FixtureRequest) -> Optional[list[str]]:
 
 
 # --------------------------------------------------------------------------------------
-# Reconnect after the node dies, behind a cookie-sticky load balancer
+# Reconnect after the node dies, behind a round-robin load balancer
 # --------------------------------------------------------------------------------------
 
 HAPROXY_CONFIG = """
@@ -53,16 +54,14 @@ backend edges
     option httpchk GET /readyz
     http-check expect status 200
     default-server inter 300ms fall 1 rise 1
-    # Socket.IO polling is stateful: pin a client to the node that holds its session.
-    cookie SBNODE insert indirect nocache httponly
-    server edge-1 127.0.0.1:{port1} check cookie edge-1
-    server edge-2 127.0.0.1:{port2} check cookie edge-2
+    server edge-1 127.0.0.1:{port1} check
+    server edge-2 127.0.0.1:{port2} check
 """
 
 
 @pytest.fixture
 def balanced(redis_factory, node_factory) -> Iterator[tuple[str, list[h.SwitchboardNode]]]:
-    """Two fresh nodes behind a haproxy with cookie stickiness: (LB url, nodes)."""
+    """Two fresh nodes behind a round-robin haproxy without affinity: (LB url, nodes)."""
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not Path(haproxy).exists():
         pytest.skip("haproxy is not installed")
@@ -98,8 +97,8 @@ def test_reconnect_after_node_killed(balanced: tuple[str, list[h.SwitchboardNode
     lb, nodes = balanced
 
     async def body() -> None:
-        # The client keeps haproxy's cookie (aiohttp refuses cookies of IP hosts unless told).
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        # No cookie jar: nothing pins the client to a node.
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         async with SIOs() as sios, Clients() as natives:
             nickname = h.unique_name("sio")
             token = login(nodes[0].url, nickname)["token"]
@@ -108,7 +107,7 @@ def test_reconnect_after_node_killed(balanced: tuple[str, list[h.SwitchboardNode
             await client.connect(lb, {"token": token}, transport)
             first = await client.welcome()
             await wait_transport(client, transport)
-            # Polling through a round-robin balancer only works because of the cookie.
+            # Every request may go to either node.
             for i in range(3):
                 text = f"warmup-{i}-{h.unique_name()}"
                 await client.client.emit("chat", {"text": text, "echo": True})

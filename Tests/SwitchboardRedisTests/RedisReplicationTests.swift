@@ -1,0 +1,83 @@
+import Foundation
+import Logging
+import SwitchboardCore
+import Testing
+
+@testable import SwitchboardRedis
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `minReplicas` (WAIT after a publish) against real servers, and what the sentinel
+/// watchers make of the events they receive.
+@Suite struct RedisReplicationTests {
+    @Test func publishIsAckedOnlyOnceTheReplicaHasIt() async throws {
+        let master = try RedisServer()
+        defer { master.stop() }
+        // A full sync writes dump.rdb into the replica's directory: not the working directory.
+        let replica = try RedisServer(
+            arguments: ["--replicaof", "127.0.0.1", String(master.port), "--dir", FileManager.default.temporaryDirectory.path])
+        defer { replica.stop() }
+        let pool = BrokerPool(port: master.port)
+        let broker = pool.make {
+            $0.minReplicas = 1
+            $0.replicaWaitTimeout = .seconds(2)  // generous: the machine is shared
+        }
+        try await broker.start { _ in }
+        let probe = pool.make()
+        try await probe.start { _ in }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while (try? await probe.command(["INFO", "replication"]))?.text?.contains("state=online") != true {
+            try #require(ContinuousClock.now < deadline, "the replica never connected")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // Many concurrent publishes share WAITs; each is on the replica once acked.
+        let ids = try await withThrowingTaskGroup(of: MessageID.self) { group in
+            for index in 0..<200 {
+                group.addTask { try await broker.publish(chat("replicated \(index)"), to: [.room(lobby)])[0] }
+            }
+            return try await group.reduce(into: [MessageID]()) { $0.append($1) }
+        }
+        #expect(Set(ids).count == 200)
+
+        // No replica left: refused after the wait, with a clear reason.
+        replica.stop()
+        let started = ContinuousClock.now
+        do {
+            _ = try await broker.publish(chat("alone"), to: [.room(lobby)])
+            Issue.record("acked without a replica")
+        } catch let error as BrokerError {
+            #expect(error.isUnavailable && error.detail.contains("0 of 1 replicas"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started >= .milliseconds(1900), "refused only after the wait")
+        // Without the flag the same master acks.
+        _ = try await probe.publish(chat("unguarded"), to: [.room(lobby)])
+        await pool.shutdownAll()
+    }
+
+    @Test func sentinelEventsForThisGroupOnly() throws {
+        let url = try RedisURL("redis+sentinel://127.0.0.1:1/mymaster")
+        let sentinel = RedisSentinel(
+            url: url, group: url.sentinel!,
+            configuration: .init(
+                url: url, label: "t", connectTimeout: .seconds(1), replyTimeout: .seconds(1), pingInterval: .seconds(1),
+                isSubscriber: true),
+            logger: .init(label: "test"))
+        func push(_ channel: String, _ payload: String) -> RESPValue {
+            .array([.string(Array("message".utf8)), .string(Array(channel.utf8)), .string(Array(payload.utf8))])
+        }
+        #expect(
+            sentinel.event(in: push("+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 6380"))
+                == .switched(.init(host: "127.0.0.1", port: 6380)))
+        #expect(sentinel.event(in: push("+switch-master", "other 127.0.0.1 6379 127.0.0.1 6380")) == nil)
+        #expect(sentinel.event(in: push("+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 x")) == nil)
+        #expect(
+            sentinel.event(in: push("+selected-slave", "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379"))
+                == .failoverStarted)
+        #expect(sentinel.event(in: push("+selected-slave", "slave 127.0.0.1:6380 127.0.0.1 6380 @ other 127.0.0.1 6379")) == nil)
+        #expect(sentinel.event(in: push("-failover-abort-no-good-slave", "master mymaster 127.0.0.1 6379")) == .failoverAborted)
+        #expect(sentinel.event(in: push("-failover-abort-no-good-slave", "master mymaster2 127.0.0.1 6379")) == nil)
+        #expect(sentinel.event(in: .array([.string(Array("message".utf8))])) == nil)
+    }
+}
