@@ -21,7 +21,8 @@ In order, on one compose project (module fixture):
    unless-stopped` does not undo, under Docker as under Podman) and rejoins as a replica,
    so `SWITCHBOARD_REDIS_MIN_REPLICAS=1` acks again; every acked message reaches every
    user exactly once, in id order, and is in the promoted master's history;
-4. `down -v` leaves no container, network or volume of the project.
+4. `stop` stops the edges before the Redis nodes (every container exits 0: no edge is
+   SIGKILLed after the grace), `down -v` leaves no container, network or volume.
 
 Per run: an own project name and LB port (127.0.0.1); the edge image tag is
 test_compose_cluster.py's (`switchboard:test-<hash of the project path>`), so whichever
@@ -406,8 +407,13 @@ def test_master_killed_under_traffic_loses_no_acked_message(cluster: RedisCluste
           f"the kill), {report['refused']} refused; users on {report['nodes']}")
 
 
-def test_down_leaves_nothing_behind(cluster: RedisClusterCompose):
+def test_stop_in_order_and_down_leaves_nothing_behind(cluster: RedisClusterCompose):
     assert cluster.containers(), "nothing is running before down"
+    # `stop` stops the edges before the Redis nodes (they depend on them directly): every
+    # edge drains and exits 0 within the grace instead of waiting for a vanished Redis.
+    cluster.timed("stop", "stop", "--timeout", "10", timeout=180)
+    exits = {c.name: (c.status, c.attrs["State"]["ExitCode"]) for c in cluster.containers(all=True)}
+    assert all(status == "exited" and code == 0 for status, code in exits.values()), exits
     cluster.down()
     assert cluster.leftovers() == {"containers": [], "networks": [], "volumes": []}
     with pytest.raises(httpx.HTTPError):
