@@ -23,153 +23,44 @@ In order, on one compose project (module fixture):
 Per run: an own project name and LB port (127.0.0.1), and an image tag per checkout
 (`switchboard:test-<hash of the project path>`, so the image and its layers are the
 cache of the next run in this checkout). Timings of each step are printed (pytest -s).
+The engine set-up, the compose project and the LB helpers are compose_harness.py's
+(shared with test_compose_redis_cluster.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
-import re
 import secrets
-import shutil
-import subprocess
 import time
-from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import aiohttp
 import httpx
 import pytest
 
-from switchboard_harness import SIO, CursorTracker, WSClient, free_port, is_type, log_dir, run, wait_transport
+from compose_harness import BUILD_TIMEOUT, ROOT, ComposeProject, connect_avoiding, lb_nodes, login, start_engine
+from switchboard_harness import SIO, CursorTracker, WSClient, is_type, log_dir, run, wait_transport
 
 # The image build takes both cores for minutes: not at the same time as the CPU-bound tests.
 pytestmark = pytest.mark.xdist_group("heavy")
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker/docker-compose.yml"
 SECRET = "compose-test-secret-" + secrets.token_hex(8)
 API_KEY = "compose-test-api-key-" + secrets.token_hex(4)
-BUILD_TIMEOUT = 45 * 60  # a cold release build on a loaded 2-core machine
 TIMINGS: dict[str, float] = {}
-
-
-def setup_script() -> Path:
-    """CONTAINERS_SETUP, else the shared folder next to the project, else the
-    workplace's shared folder (a clone made elsewhere on the same machine)."""
-    configured = os.environ.get("CONTAINERS_SETUP")
-    if configured:
-        return Path(configured)
-    candidates = [ROOT.parent / "shared/containers/setup.sh", Path("/work/shared/containers/setup.sh")]
-    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 @pytest.fixture(scope="module")
 def engine() -> str:
     """Runs the shared setup script (idempotent) and returns the engine's DOCKER_HOST."""
-    script = setup_script()
-    if not script.is_file():
-        pytest.fail(f"container engine setup script not found at {script} "
-                    "(the shared folder next to the project, or CONTAINERS_SETUP=path)", pytrace=False)
-    if os.geteuid() != 0:
-        pytest.fail("the container engine (rootful Podman) needs root", pytrace=False)
-    if not shutil.which("docker-compose"):
-        pytest.fail("docker-compose is not installed (scripts/deps.sh test installs it)", pytrace=False)
-    started = time.monotonic()
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    TIMINGS["engine setup"] = time.monotonic() - started
-    if result.returncode != 0:
-        pytest.fail(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
-                    pytrace=False)
-    match = re.search(r"export DOCKER_HOST=(\S+)", result.stdout)
-    if not match:
-        pytest.fail(f"{script} did not say its DOCKER_HOST:\n{result.stdout[-2000:]}", pytrace=False)
-    return match.group(1)
+    return start_engine(TIMINGS)
 
 
-class Compose:
+class Compose(ComposeProject):
     """One compose project of docker/docker-compose.yml on the engine."""
 
     def __init__(self, docker_host: str) -> None:
-        import docker  # the Docker SDK for Python (scripts/deps.sh test)
-
-        self.project = f"sbtest{secrets.token_hex(4)}"
-        self.port = free_port()
-        self.lb = f"http://127.0.0.1:{self.port}"
-        self.lb_ws = f"ws://127.0.0.1:{self.port}/ws"
-        digest = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
-        self.image = os.environ.get("SWITCHBOARD_IMAGE", f"switchboard:test-{digest}")
-        self.env = dict(
-            os.environ,
-            DOCKER_HOST=docker_host,
-            # The engine builds (Buildah under Podman), not a `docker` CLI that may be absent.
-            COMPOSE_DOCKER_CLI_BUILD="0",
-            SWITCHBOARD_IMAGE=self.image,
-            SWITCHBOARD_LB_PORT=f"127.0.0.1:{self.port}",
-            SWITCHBOARD_SECRET=SECRET,
-            SWITCHBOARD_API_KEY=API_KEY,
-        )
-        self.api = docker.DockerClient(base_url=docker_host, version="auto", timeout=120)
-        self.down_done = False
-
-    def run(self, *args: str, timeout: float = 300, log: Optional[Path] = None) -> subprocess.CompletedProcess:
-        command = ["docker-compose", "-p", self.project, "-f", str(COMPOSE_FILE), *args]
-        if log is not None:
-            with log.open("w") as out:
-                result = subprocess.run(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                        timeout=timeout)
-            output = log.read_text()
-        else:
-            result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
-            output = result.stdout + result.stderr
-        assert result.returncode == 0, f"{' '.join(command[3:])} failed ({result.returncode}):\n{output[-4000:]}"
-        return result
-
-    def timed(self, step: str, *args: str, timeout: float = 300, log: Optional[Path] = None) -> None:
-        started = time.monotonic()
-        self.run(*args, timeout=timeout, log=log)
-        TIMINGS[step] = time.monotonic() - started
-
-    def labelled(self, service: Optional[str] = None) -> dict:
-        labels = [f"com.docker.compose.project={self.project}"]
-        if service:
-            labels.append(f"com.docker.compose.service={service}")
-        return {"label": labels}
-
-    def containers(self, service: Optional[str] = None, all: bool = False) -> list:
-        return self.api.containers.list(all=all, filters=self.labelled(service))
-
-    def edge_nodes(self) -> dict[str, object]:
-        """Node id → running edge container. NODE_ID is unset in the compose file: a node's
-        id is its container's hostname and port (`serve`'s default)."""
-        nodes = {}
-        for container in self.containers("edge"):
-            env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"] or [] if "=" in item)
-            nodes[f"{container.attrs['Config']['Hostname']}-{env.get('PORT')}"] = container
-        return nodes
-
-    def leftovers(self) -> dict[str, list[str]]:
-        return {
-            "containers": [c.name for c in self.containers(all=True)],
-            "networks": [n.name for n in self.api.networks.list()
-                         if n.name.startswith(self.project + "_")
-                         or (n.attrs.get("Labels") or {}).get("com.docker.compose.project") == self.project],
-            "volumes": [v.name for v in self.api.volumes.list(filters=self.labelled())],
-        }
-
-    def logs(self) -> str:
-        try:
-            result = subprocess.run(["docker-compose", "-p", self.project, "-f", str(COMPOSE_FILE), "logs",
-                                     "--no-color", "--tail", "40"], env=self.env, capture_output=True, text=True,
-                                    timeout=60)
-            return result.stdout[-8000:]
-        except Exception as error:  # noqa: BLE001 - diagnostics only
-            return f"(logs unavailable: {error!r})"
-
-    def down(self) -> None:
-        self.timed("down", "down", "-v", "--remove-orphans", "--timeout", "10", timeout=180)
-        self.down_done = True
+        super().__init__(COMPOSE_FILE, docker_host, TIMINGS, SECRET, API_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -190,25 +81,6 @@ def cluster(engine: str) -> Iterator[Compose]:
         print("compose timings: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in TIMINGS.items()))
 
 
-def lb_nodes(compose: Compose, expected: set, timeout: float) -> set:
-    """Node ids answering /healthz through the LB, until they are `expected` or the deadline."""
-    seen: set = set()
-    last: object = None
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=5, trust_env=False) as http:
-        while seen != expected and time.monotonic() < deadline:
-            try:
-                response = http.get(f"{compose.lb}/healthz")
-                last = response.status_code
-                if response.status_code == 200:
-                    seen.add(response.json().get("node"))
-            except httpx.HTTPError as error:
-                last = error
-            time.sleep(0.05)
-    assert seen == expected, f"the LB reaches {sorted(seen)}, the edges are {sorted(expected)} (last: {last})"
-    return seen
-
-
 def test_lb_reaches_the_three_edges(cluster: Compose):
     edges = cluster.edge_nodes()
     assert len(edges) == 3, f"{len(edges)} edge containers running"
@@ -221,36 +93,6 @@ def test_lb_reaches_the_three_edges(cluster: Compose):
     assert {c.attrs["State"]["Status"] for c in cluster.containers()} == {"running"}
     page = httpx.get(f"{cluster.lb}/", timeout=10, trust_env=False)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page
-
-
-async def login(compose: Compose, nickname: str) -> dict:
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
-        response = await http.post(f"{compose.lb}/api/login", json={"nickname": nickname, "avatar": "1.jpg"})
-    assert response.status_code == 200, (response.status_code, response.text)
-    return response.json()
-
-
-async def connect_avoiding(compose: Compose, token: str, name: str, taken: set, cursor: Optional[str] = None,
-                           timeout: float = 60) -> "tuple[WSClient, dict]":
-    """A WebSocket through the LB on an edge not in `taken` (round robin decides; a refused
-    or failed connection — an edge just killed — is tried again until the deadline)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            client, welcome = await WSClient.session(compose.lb_ws, token, ["lobby"], cursor=cursor, name=name)
-        except Exception as error:  # noqa: BLE001 - refused, reset, 503 from the LB, no welcome
-            last = error
-            await asyncio.sleep(0.2)
-            continue
-        if welcome["node"] not in taken:
-            return client, welcome
-        await client.close()
-        # One more request through the LB shifts round robin's phase for the next try.
-        async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
-            await http.get(f"{compose.lb}/healthz")
-    raise AssertionError(f"{name}: no connection through the LB to an edge outside {sorted(taken)} "
-                         f"within {timeout}s (last: {last!r})")
 
 
 def test_chat_across_edges_scaling_and_a_killed_edge(cluster: Compose):
