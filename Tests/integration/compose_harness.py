@@ -54,15 +54,45 @@ def start_engine(timings: dict[str, float]) -> str:
     if not shutil.which("docker-compose"):
         pytest.fail("docker-compose is not installed (scripts/deps.sh test installs it)", pytrace=False)
     started = time.monotonic()
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    timings["engine setup"] = time.monotonic() - started
-    if result.returncode != 0:
-        pytest.fail(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
-                    pytrace=False)
-    match = re.search(r"export DOCKER_HOST=(\S+)", result.stdout)
-    if not match:
-        pytest.fail(f"{script} did not say its DOCKER_HOST:\n{result.stdout[-2000:]}", pytrace=False)
-    return match.group(1)
+    # The script starts the API service only when its recorded process is gone; a service
+    # that dies right after that check (another run on the machine that ended and took its
+    # process group with it) left the socket refusing. Up to three tries, each checked by
+    # a ping of the API.
+    for attempt in range(3):
+        result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        if result.returncode != 0:
+            pytest.fail(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
+                        pytrace=False)
+        match = re.search(r"export DOCKER_HOST=(\S+)", result.stdout)
+        if not match:
+            pytest.fail(f"{script} did not say its DOCKER_HOST:\n{result.stdout[-2000:]}", pytrace=False)
+        host = match.group(1)
+        if engine_answers(host):
+            timings["engine setup"] = time.monotonic() - started
+            return host
+        time.sleep(1)
+    pytest.fail(f"the container engine's API at {host} does not answer after {script} (3 tries)", pytrace=False)
+
+
+def engine_answers(docker_host: str) -> bool:
+    """Whether the engine's Docker API answers `GET /_ping` within 5 s (a unix:// host)."""
+    import socket
+
+    if not docker_host.startswith("unix://"):
+        return True  # another kind of host: the SDK's own connection says the rest
+    path = docker_host.removeprefix("unix://")
+    for _ in range(10):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(path)
+                sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def image_tag() -> str:
