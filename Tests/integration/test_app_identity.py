@@ -350,7 +350,7 @@ def test_api_token_needs_the_api_key_and_valid_fields(app_node: h.SwitchboardNod
 
 
 def test_minted_token_expires_after_its_ttl(app_node: h.SwitchboardNode) -> None:
-    r = mint(app_node, {"nickname": h.unique_name("short"), "ttl": 1})
+    r = mint(app_node, {"nickname": h.unique_name("short"), "ttl": 3})
     assert r.status_code == 200, r.text
     token, expires = r.json()["token"], r.json()["expires"]
     with h.http_client() as client:

@@ -307,8 +307,15 @@ def test_big_room_pages_without_snapshots(node_factory: Callable[..., h.Switchbo
                 client, _, _ = await clients.user(n, nick, avatar=f"{i}.jpg")
                 replies = await join(client, room, f"j{i}")
                 types = [e["type"] for e in replies]
-                # Up to the limit a snapshot follows the count; above it, none.
-                assert types == (["ack", "presence", "members"] if i <= 2 else ["ack", "presence"]), (i, replies)
+                # Up to the limit a snapshot follows the count; above it, none. A recount's
+                # push may follow the replies before the ping's answer (a count handed to
+                # the joiner that differs from the node's record is announced to everyone
+                # again): the replies are the first ones; above the limit no list at all.
+                if i <= 2:
+                    assert types[:3] == ["ack", "presence", "members"], (i, replies)
+                    assert set(types[3:]) <= {"presence", "members"}, (i, replies)
+                else:
+                    assert types[:2] == ["ack", "presence"] and set(types[2:]) <= {"presence"}, (i, replies)
                 joined.append(client)
             expected = [(nick, f"{nicks.index(nick) + 1}.jpg") for nick in byte_order(nicks)]
             asker = joined[0]
