@@ -70,7 +70,7 @@ extension RedisURL {
         for part in rest.split(separator: ",", omittingEmptySubsequences: false) {
             guard !part.isEmpty else { throw fail("a sentinel address is empty") }
             do throws(EndpointError) {
-                sentinels.append(try Self.endpoint(part))
+                sentinels.append(try Self.sentinelEndpoint(part))
             } catch {
                 throw fail(error.why)
             }
@@ -95,35 +95,11 @@ extension RedisURL {
     }
 
     /// `host[:port]` or `[ipv6][:port]`; the port defaults to the sentinels' 26379.
-    private static func endpoint(_ text: Substring) throws(EndpointError) -> Sentinel.Endpoint {
-        var host: Substring
-        var portText: Substring?
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]") else { throw EndpointError("unterminated IPv6 address in '\(text)'") }
-            host = text[text.index(after: text.startIndex)..<close]
-            let after = text[text.index(after: close)...]
-            if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw EndpointError("unexpected text after the IPv6 address in '\(text)'") }
-                portText = after.dropFirst()
-            }
-        } else if let colon = text.firstIndex(of: ":") {
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        } else {
-            host = text
-        }
-        guard !host.isEmpty else { throw EndpointError("a sentinel host is missing in '\(text)'") }
-        guard !host.contains(where: { $0 == " " || $0 == "@" || $0 == "/" || $0 == "," }) else {
-            throw EndpointError("the host '\(host)' is malformed")
-        }
-        var port = Sentinel.defaultPort
-        if let portText {
-            guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(portText),
-                (1...65535).contains(value)
-            else { throw EndpointError("the port '\(portText)' is not a number from 1 to 65535") }
-            port = value
-        }
-        return Sentinel.Endpoint(host: String(host), port: port)
+    private static func sentinelEndpoint(_ text: Substring) throws(EndpointError) -> Sentinel.Endpoint {
+        let (host, port) = try endpoint(
+            text, defaultPort: Sentinel.defaultPort, missingHost: "a sentinel host is missing in '\(text)'",
+            context: " in '\(text)'", forbidden: " @/,")
+        return Sentinel.Endpoint(host: host, port: port)
     }
 
     func sentinelDescription(_ sentinel: Sentinel) -> String {
@@ -134,10 +110,4 @@ extension RedisURL {
         let hosts = sentinel.sentinels.map(\.description).joined(separator: ",")
         return "\(Sentinel.scheme)\(credentials)\(hosts)/\(sentinel.masterName)/\(database)"
     }
-}
-
-/// Why one sentinel address is malformed (wrapped into `RedisURL.ParseError`).
-private struct EndpointError: Error {
-    let why: String
-    init(_ why: String) { self.why = why }
 }

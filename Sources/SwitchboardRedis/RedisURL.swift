@@ -74,32 +74,11 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             }
             if password?.isEmpty == true { password = nil }
         }
-        var host: Substring
-        var portText: Substring?
-        if rest.hasPrefix("[") {
-            guard let close = rest.firstIndex(of: "]") else { throw fail("unterminated IPv6 address") }
-            host = rest[rest.index(after: rest.startIndex)..<close]
-            let after = rest[rest.index(after: close)...]
-            if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw fail("unexpected text after the IPv6 address") }
-                portText = after.dropFirst()
-            }
-        } else if let colon = rest.firstIndex(of: ":") {
-            host = rest[..<colon]
-            portText = rest[rest.index(after: colon)...]
-        } else {
-            host = rest
-        }
-        guard !host.isEmpty else { throw fail("the host is missing") }
-        guard !host.contains(where: { $0 == " " || $0 == "@" || $0 == "/" }) else {
-            throw fail("the host '\(host)' is malformed")
-        }
-        var port = Self.defaultPort
-        if let portText {
-            guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(portText),
-                (1...65535).contains(value)
-            else { throw fail("the port '\(portText)' is not a number from 1 to 65535") }
-            port = value
+        let endpoint: (host: String, port: Int)
+        do throws(EndpointError) {
+            endpoint = try Self.endpoint(rest, defaultPort: Self.defaultPort, missingHost: "the host is missing", context: "", forbidden: " @/")
+        } catch {
+            throw fail(error.why)
         }
         var database = 0
         if !path.isEmpty {
@@ -108,7 +87,7 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
             }
             database = value
         }
-        self.init(host: String(host), port: port, username: username, password: password, database: database)
+        self.init(host: endpoint.host, port: endpoint.port, username: username, password: password, database: database)
     }
 
     /// The URL with the password replaced by `***`.
@@ -128,4 +107,46 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
         }
         return String(string[..<schemeEnd.upperBound]) + "***" + String(string[at...])
     }
+}
+
+extension RedisURL {
+    /// `host[:port]` or `[ipv6][:port]`, for a Redis address and for each sentinel's.
+    /// `context` ends the messages that must say which address (" in '…'" in a list);
+    /// `forbidden` are the characters a host may not hold besides the separators.
+    static func endpoint(
+        _ text: Substring, defaultPort: Int, missingHost: String, context: String, forbidden: String
+    ) throws(EndpointError) -> (host: String, port: Int) {
+        var host: Substring
+        var portText: Substring?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { throw EndpointError("unterminated IPv6 address\(context)") }
+            host = text[text.index(after: text.startIndex)..<close]
+            let after = text[text.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw EndpointError("unexpected text after the IPv6 address\(context)") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = text.firstIndex(of: ":") {
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        } else {
+            host = text
+        }
+        guard !host.isEmpty else { throw EndpointError(missingHost) }
+        guard !host.contains(where: { forbidden.contains($0) }) else { throw EndpointError("the host '\(host)' is malformed") }
+        var port = defaultPort
+        if let portText {
+            guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(portText),
+                (1...65535).contains(value)
+            else { throw EndpointError("the port '\(portText)' is not a number from 1 to 65535") }
+            port = value
+        }
+        return (String(host), port)
+    }
+}
+
+/// Why an address is malformed (wrapped into `RedisURL.ParseError`).
+struct EndpointError: Error {
+    let why: String
+    init(_ why: String) { self.why = why }
 }
