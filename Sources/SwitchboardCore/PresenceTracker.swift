@@ -17,9 +17,17 @@ final class PresenceTracker: Sendable {
     struct State {
         var dirty: Set<RoomName> = []
         var lastSent: [RoomName: Int] = [:]
+        /// Rooms whose local members may hold different counts: a count handed out to an
+        /// opening differed from the record (two openings and a recount raced). The next
+        /// recount announces to everyone whatever the record says. Until then no handed-out
+        /// count is recorded: recording one would make that recount silent, leaving the
+        /// members told before with a stale count until the room's count next changed.
+        var unsettled: Set<RoomName> = []
         var lastCounted: [RoomName: ContinuousClock.Instant] = [:]
         /// The last member list page announced per room (rooms under the limit).
         var lastPage: [RoomName: PresencePage] = [:]
+        /// The same as `unsettled`, for member list pages.
+        var unsettledPages: Set<RoomName> = []
         /// Avatars of the nicknames this node has in rooms, for refreshes (an entry
         /// refreshed after a Redis restart must bring its avatar back).
         var avatars: [Nickname: String] = [:]
@@ -49,7 +57,8 @@ final class PresenceTracker: Sendable {
     /// The cluster-wide count of `room` from the broker, to hand to a client (a join).
     /// It is kept as the last announced one, so the next recount does not send it again
     /// to members that already have it; when it differs from the recorded count (two
-    /// openings raced), the record is dropped and the next recount announces to everyone.
+    /// openings raced), the room is unsettled and recounted, and that recount announces
+    /// to everyone.
     func count(_ room: RoomName) async throws -> Int {
         let count = try await broker.presenceCount(of: room, now: clock())
         handedOut(room, count: count)
@@ -65,24 +74,30 @@ final class PresenceTracker: Sendable {
 
     /// A member-list snapshot handed to a joining connection: recorded like a count
     /// handed out, so the next recount does not push the very same page again (it woke
-    /// waiting polls for nothing); a different recorded page is dropped, so the next
-    /// recount pushes the new one to everyone.
+    /// waiting polls for nothing); a page that differs from the recorded one unsettles
+    /// the room, so the next recount pushes its page to everyone.
     func handedOut(_ room: RoomName, page: PresencePage) {
         state.withLock { state in
+            guard !state.unsettledPages.contains(room) else { return }
             switch state.lastPage[room] {
             case nil: state.lastPage[room] = page
             case page?: break
-            case _?: state.lastPage[room] = nil
+            case _?:
+                state.unsettledPages.insert(room)
+                state.dirty.insert(room)
             }
         }
     }
 
     private func handedOut(_ room: RoomName, count: Int) {
         state.withLock { state in
+            guard !state.unsettled.contains(room) else { return }
             switch state.lastSent[room] {
             case nil: state.lastSent[room] = count
             case count?: break
-            case _?: state.lastSent[room] = nil
+            case _?:
+                state.unsettled.insert(room)
+                state.dirty.insert(room)
             }
         }
     }
@@ -174,6 +189,8 @@ final class PresenceTracker: Sendable {
                     state.lastSent.removeValue(forKey: room)
                     state.lastCounted.removeValue(forKey: room)
                     state.lastPage.removeValue(forKey: room)
+                    state.unsettled.remove(room)
+                    state.unsettledPages.remove(room)
                 }
                 continue
             }
@@ -193,9 +210,10 @@ final class PresenceTracker: Sendable {
             }
             let (count, page) = recounted
             let (countChanged, pageChanged) = state.withLock { state -> (Bool, Bool) in
-                let countChanged = state.lastSent[room] != count
+                let countChanged = state.unsettled.remove(room) != nil || state.lastSent[room] != count
                 state.lastSent[room] = count
-                let pageChanged = page != nil && state.lastPage[room] != page
+                let pageUnsettled = state.unsettledPages.remove(room) != nil
+                let pageChanged = page != nil && (pageUnsettled || state.lastPage[room] != page)
                 state.lastPage[room] = page
                 return (countChanged, pageChanged)
             }

@@ -180,3 +180,67 @@ import Testing
         #expect(reads.log.withLock { $0 }.suffix(2) == ["all", "page"], "back to small: read fresh again")
     }
 }
+
+/// The node's record of what its members were told (`PresenceTracker`): openings hand out
+/// counts and pages while recounts push them, concurrently.
+@Suite struct PresenceRecordTests {
+    let room = RoomName("lobby")!
+
+    /// What `connection` was told last: the count of its last `presence` and the nicknames
+    /// of its last `members`.
+    func lastTold(_ loop: RecordingLoop, _ connection: String) -> (count: Int?, list: [String]?) {
+        loop.calls.withLock { calls in
+            var count: Int?
+            var list: [String]?
+            for call in calls where call.1.contains(ConnectionID(connection)) {
+                switch ServerEvent.parse(call.0.bytes) {
+                case .presence(_, let told)?: count = told
+                case .members(_, _, let page)?: list = page.members.map(\.nickname.value)
+                default: break
+                }
+            }
+            return (count, list)
+        }
+    }
+
+    /// The race of a clean CI run (three victims stuck at 5 of 6 for 20 s): a member told
+    /// 5 by a recount; another node's arrival makes 6; two openings on this node ask the
+    /// broker — the first finds 6 ≠ the record, the second found no record and recorded 6,
+    /// so the next recount (6 = the record) stayed silent. A count handed out that differs
+    /// from the record now unsettles the room until a recount has told everyone.
+    @Test(arguments: [0, 50]) func openingsThatRacedARecountLeaveNoMemberBehind(joinLeaveLimit: Int) async throws {
+        var configuration = ChatConfiguration(nodeID: "n3")
+        configuration.joinLeaveLimit = joinLeaveLimit
+        let broker = MemoryBroker()
+        let hub = Hub()
+        let loop = RecordingLoop()
+        let tracker = PresenceTracker(configuration: configuration, broker: broker, hub: hub, clock: { 1_000 })
+        func arrive(_ nickname: String, node: String) async throws {
+            try await broker.setPresence(
+                [PresenceEntry(room: room, nickname: Nickname(nickname)!, node: node)], expiresAt: 1_000_000)
+        }
+        for name in ["a", "b", "c", "d", "v1"] { try await arrive(name, node: name == "v1" ? "n3" : "n1") }
+        _ = hub.add(TestSubscriber("c-v1", "v1", loop: loop), to: .room(room))
+        tracker.markDirty(room)
+        await tracker.flush()
+        #expect(lastTold(loop, "c-v1").count == 5)
+
+        try await arrive("e", node: "n2")
+        #expect(try await tracker.count(room) == 6, "an opening asks: 6, the record says 5")
+        #expect(try await tracker.count(room) == 6, "a second opening asks")
+        if joinLeaveLimit > 0 {
+            let page = try await tracker.members(of: room, after: nil, limit: 100)
+            tracker.handedOut(room, page: page)
+            tracker.handedOut(room, page: page)
+        }
+        await tracker.flush()
+        #expect(lastTold(loop, "c-v1").count == 6, "the recount tells the member told 5 before")
+        if joinLeaveLimit > 0 { #expect(lastTold(loop, "c-v1").list == ["a", "b", "c", "d", "e", "v1"]) }
+
+        // Settled again: a recount with nothing new is silent.
+        let frames = loop.calls.withLock { $0.count }
+        tracker.markDirty(room)
+        await tracker.flush()
+        #expect(loop.calls.withLock { $0.count } == frames)
+    }
+}
