@@ -4,8 +4,11 @@ The regression: with many concurrent publishers the in-process broker handed a s
 events to the node out of id order, and the node's per-stream de-duplication ("drop what
 is not newer than the last id delivered") then silently dropped the older ones —
 subscribers missed events that had been acknowledged. Here, for the in-process broker
-("memory": one node, no Redis) and for Redis ("redis": a real redis-server and two nodes
-sharing it, subscribers spread over both, publishers hitting both):
+("memory": one node, no Redis), for Redis ("redis": a real redis-server and two nodes
+sharing it, subscribers spread over both, publishers hitting both) and for Redis Cluster
+("redis-cluster": six cluster-enabled redis-servers, three masters and three replicas,
+shared by the module; two nodes on `redis+cluster://`, the room's events published with
+SPUBLISH on the master owning its partition):
 
 * one fresh room, subscribed to by native WebSocket clients, SSE streams, long-pollers
   (`GET /poll` following the returned cursor; in the Redis cluster some stay on one node,
@@ -35,7 +38,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import httpx
 import pytest
@@ -75,21 +78,35 @@ AUTH = {"Authorization": f"Bearer {h.DEFAULT_API_KEY}"}
 # client's defaults, which proves it.
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def broker(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(scope="module")
+def ordering_redis_cluster(redis_server_binary: str) -> Iterator[Any]:
+    from test_redis_cluster import RedisCluster
+    cluster = RedisCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
 def nodes(broker: str, node_factory: Callable[..., h.SwitchboardNode],
           request: pytest.FixtureRequest) -> list[h.SwitchboardNode]:
     """"memory": one node on the in-process broker; "redis": two nodes on one fresh
-    redis-server. Every process is stopped by the factories' finalizers."""
+    redis-server; "redis-cluster": two nodes on the module's Redis Cluster. Every
+    process is stopped by the factories' finalizers."""
     tag = h.unique_name("o")[2:]
     if broker == "memory":
         return [node_factory(node_id=f"ord-{tag}")]
-    redis = request.getfixturevalue("redis_factory")()
-    cluster = [node_factory(node_id=f"ord{i}-{tag}", redis=redis.url) for i in (1, 2)]
+    if broker == "redis-cluster":
+        url = request.getfixturevalue("ordering_redis_cluster").url
+    else:
+        url = request.getfixturevalue("redis_factory")().url
+    cluster = [node_factory(node_id=f"ord{i}-{tag}", redis=url) for i in (1, 2)]
     for n in cluster:
         n.wait_ready(30)
     return cluster
