@@ -7,22 +7,32 @@ import Synchronization
 /// Parked `PollSubscriber`s, one per session polling this node. A polling client is
 /// online in the rooms of its latest poll while it polls within the presence window;
 /// a poll with another `rooms=` list moves it (leaves the old rooms at once); after the
-/// window its subscriber is closed (presence removed, subscriptions dropped).
+/// window its subscriber is closed (presence removed, subscriptions dropped). A client
+/// that went away while its poll waited (a closed tab; a page that changed its rooms and
+/// polls again, maybe on another node) gets `grace` instead of the window.
 final class PollSessions: Service {
     struct Entry {
         let subscriber: PollSubscriber
         let session: Session
         var activePolls = 0
         var lastSeen: ContinuousClock.Instant
+        /// The last poll ended because its client went away.
+        var clientGone = false
     }
 
     private let chat: ChatService
     private let window: Duration
+    private let grace: Duration
     private let entries = Mutex<[String: Entry]>([:])
 
-    init(chat: ChatService, window: Duration) {
+    /// How long a session whose waiting poll lost its client stays, for a poll that
+    /// follows at once on this node (a page changing its rooms).
+    static let defaultGrace = Duration.seconds(3)
+
+    init(chat: ChatService, window: Duration, grace: Duration = defaultGrace) {
         self.chat = chat
         self.window = window
+        self.grace = min(grace, window)
     }
 
     static func key(_ identity: Identity, rooms: [RoomName]) -> String {
@@ -38,6 +48,7 @@ final class PollSessions: Service {
             guard var entry = entries[key] else { return nil }
             entry.activePolls += 1
             entry.lastSeen = .now
+            entry.clientGone = false
             entries[key] = entry
             return entry
         }) {
@@ -59,22 +70,26 @@ final class PollSessions: Service {
         return winner
     }
 
-    /// Marks one poll of this client finished.
-    func release(_ identity: Identity, rooms: [RoomName]) {
+    /// Marks one poll of this client finished; `clientGone`: its client went away.
+    func release(_ identity: Identity, rooms: [RoomName], clientGone: Bool = false) {
         let key = Self.key(identity, rooms: rooms)
         entries.withLock { entries in
             guard var entry = entries[key] else { return }
             entry.activePolls -= 1
             entry.lastSeen = .now
+            entry.clientGone = clientGone
             entries[key] = entry
         }
     }
 
-    /// Closes subscribers idle for longer than the window.
+    /// Closes subscribers idle for longer than the window (the grace, when their client
+    /// went away).
     func sweep() async {
         let now = ContinuousClock.now
         let expired = entries.withLock { entries -> [Entry] in
-            let gone = entries.filter { $0.value.activePolls <= 0 && now - $0.value.lastSeen > window }
+            let gone = entries.filter {
+                $0.value.activePolls <= 0 && now - $0.value.lastSeen > ($0.value.clientGone ? grace : window)
+            }
             for key in gone.keys { entries[key] = nil }
             return Array(gone.values)
         }

@@ -28,8 +28,11 @@ struct PollTransport {
             } catch let error as EventError {
                 throw APIError(error)
             }
-            defer { sessions.release(identity, rooms: rooms) }
-            let (position, events) = try await poll(identity, rooms: rooms, cursor: cursor, wait: wait, subscriber: subscriber, transport: transport)
+            let waiter = PollWaiter(subscriber: subscriber)
+            defer { sessions.release(identity, rooms: rooms, clientGone: waiter.isGone) }
+            let (position, events) = try await poll(
+                identity, rooms: rooms, cursor: cursor, wait: wait, subscriber: subscriber, transport: transport,
+                waiter: (waiter, context.channel))
             var body: [UInt8] = []
             body.reserveCapacity(64 + events.reduce(0) { $0 + $1.count + 1 })
             if let callback { body += Array(callback.utf8) + [UInt8(ascii: "(")] }
@@ -59,7 +62,8 @@ struct PollTransport {
     }
 
     private func poll(
-        _ identity: Identity, rooms: [RoomName], cursor: Cursor?, wait: Int, subscriber: PollSubscriber, transport: Transport
+        _ identity: Identity, rooms: [RoomName], cursor: Cursor?, wait: Int, subscriber: PollSubscriber, transport: Transport,
+        waiter: (PollWaiter, any Channel)
     ) async throws -> (Cursor, [[UInt8]]) {
         let start = try await subscriber.eventLoop.submit { subscriber.sequence }.get()
         let caughtUp: (backlog: [StreamEntry], resets: [ServerEvent], cursor: Cursor)
@@ -92,6 +96,9 @@ struct PollTransport {
         let deadline = NIODeadline.now() + .seconds(Int64(wait))
         var seen = start
         let eventLoop = subscriber.eventLoop
+        // A client that goes away (its tab closed) ends the wait: nobody reads the answer.
+        PollWaiters.register(waiter.0, on: waiter.1)
+        defer { PollWaiters.unregister(waiter.0, on: waiter.1) }
         while true {
             // Look and register for the next batch in one step on the loop, so nothing
             // slips between.
@@ -115,7 +122,7 @@ struct PollTransport {
                     events.append(encoded(entry, reusing: frames))
                 }
             }
-            if !events.isEmpty || closed || NIODeadline.now() >= deadline { break }
+            if !events.isEmpty || closed || waiter.0.isGone || NIODeadline.now() >= deadline { break }
             let timer = eventLoop.scheduleTask(deadline: deadline) { subscriber.wakeAll() }
             try? await batch.get()
             timer.cancel()

@@ -1105,6 +1105,76 @@ def test_polling_client_counts_in_presence_until_its_window_passes(cluster):
     run(body(), 90)
 
 
+def _waiting_poll(node: h.SwitchboardNode, query: dict) -> socket.socket:
+    """A bare socket that sent a long-poll `GET /poll?…&wait=25` and got no answer yet."""
+    s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
+    target = "/poll?" + httpx.QueryParams(query).__str__()
+    s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\nAccept: */*\r\n\r\n".encode())
+    s.settimeout(1.0)
+    try:
+        early = s.recv(65536)
+        raise AssertionError(f"the long-poll was answered at once: {early[:300]!r}")
+    except socket.timeout:
+        return s
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_long_poll_client_gone_while_waiting_leaves_after_a_grace(node_factory, how):
+    """A long-poller whose client goes away while its poll waits (a closed tab: FIN, or
+    RST) leaves the room's presence after a grace of ~3 s, not after the rest of its wait
+    (25 s) plus the 15 s window. A client that goes away and polls again at once (a page
+    that changed its rooms) stays online."""
+    n = node_factory(node_id=f"pollgone-{how}")
+    room = h.unique_room("pollgone")
+
+    async def body():
+        bob = login(n.url, h.unique_name("bob"))
+        async with Clients() as c:
+            watcher, _, _ = await c.user(n, h.unique_name("watch"), rooms=[room])
+            await watcher.wait_type("presence", 5, room=room, count=1)
+            poller = Poller(bob["token"], [room], name="bob-poll")
+            try:
+                await poller.poll(n, wait=0)
+                await watcher.wait_type("presence", 10, room=room, count=2)
+                await asyncio.sleep(0.5)
+                await poller.poll(n, wait=0)  # a cursor after the arrival's own events
+                mark = len(watcher.events)
+
+                def dropped() -> bool:
+                    return any(e.get("type") == "presence" and e.get("room") == room and e.get("count") == 1
+                               for e in watcher.events[mark:])
+
+                query = {"token": bob["token"], "rooms": room, "cursor": poller.cursor, "wait": "25"}
+
+                def go_away(sock: socket.socket) -> None:
+                    if how == "reset":
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+
+                # Gone, and polling again at once, three times: still online.
+                sock = await asyncio.to_thread(_waiting_poll, n, query)
+                for _ in range(3):
+                    go_away(sock)
+                    sock = await asyncio.to_thread(_waiting_poll, n, query)
+                    await asyncio.sleep(1)
+                await asyncio.sleep(4)
+                assert not dropped(), f"a client that polled again at once dropped out: {watcher.events[mark:]}"
+
+                # Gone for good while the poll waits.
+                go_away(sock)
+                t0 = time.monotonic()
+                await wait_until(dropped, 15, f"presence back to 1 after the long-poller went away ({how})",
+                                 interval=0.1)
+                after = time.monotonic() - t0
+                print(f"\n[figures] long-poller gone ({how}) while waiting: out of presence after {after:.1f}s")
+                assert 2.5 <= after <= 8, f"presence dropped {after:.1f}s after the client went away"
+                assert watcher.seen(is_type("left", room=room, nickname=bob["nickname"])), "no left event"
+            finally:
+                await poller.close()
+
+    run(body(), 60)
+
+
 def test_idle_long_poll_session_expires_without_crashing_the_node(cluster):
     """No flag shortens the 40 s window: this test waits ~46 s. A client long-polls, one
     poll is answered by a message, then it goes away. When its parked subscriber expires
