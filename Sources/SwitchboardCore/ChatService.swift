@@ -206,6 +206,15 @@ public final class ChatService: Sendable {
         return replies.filter { if case .ack = $0 { false } else { true } }
     }
 
+    /// A transport calls this once it has handed `event`'s replies to the hub (`hub.send`,
+    /// in order with live frames). A `join`'s replies carry a count and a member page read
+    /// before they were written; a recount may have delivered a newer one to the same
+    /// connection in between, which the reply then overrode. The room's next recount
+    /// announces to everyone, after the reply.
+    public func repliesSent(for event: ClientEvent) {
+        if case .join(let room) = event.kind { presence.unsettle(room) }
+    }
+
     private func handleAll(_ event: ClientEvent, from session: Session) async -> [ServerEvent] {
         guard !session.isClosed else { return [] }
         guard session.takeToken(rate: configuration.ratePerSecond, burst: configuration.rateBurst) else {

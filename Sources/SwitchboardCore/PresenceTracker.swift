@@ -138,6 +138,17 @@ final class PresenceTracker: Sendable {
         try await broker.setPresence([entry], expiresAt: clock() + configuration.presenceTTLMilliseconds)
     }
 
+    /// Announces `room`'s count (and page) to every local member at the next recount,
+    /// whatever the record says: a value handed to one member may have been written after
+    /// a newer one (a `join`'s reply, read before a recount that was delivered first).
+    func unsettle(_ room: RoomName) {
+        state.withLock { state in
+            state.unsettled.insert(room)
+            state.unsettledPages.insert(room)
+            state.dirty.insert(room)
+        }
+    }
+
     func markDirty(_ room: RoomName) {
         state.withLock { _ = $0.dirty.insert(room) }
     }

@@ -294,6 +294,7 @@ final class SocketIOChatWorker: Sendable {
                 chat.hub.send(reply, to: member.subscriber)
             }
         }
+        chat.repliesSent(for: event)
         return accepted
     }
 
