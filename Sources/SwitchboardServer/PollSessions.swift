@@ -18,6 +18,8 @@ final class PollSessions: Service {
         var lastSeen: ContinuousClock.Instant
         /// The last poll ended because its client went away.
         var clientGone = false
+        /// Counts the polls begun; a poll's own number is its ticket.
+        var generation: UInt64 = 1
     }
 
     private let chat: ChatService
@@ -40,44 +42,52 @@ final class PollSessions: Service {
     }
 
     /// The parked subscriber for this client, opened on first use; marks a poll active.
+    /// Returns the poll's ticket for `release`.
     func acquire(
         _ identity: Identity, rooms: [RoomName], eventLoop: any EventLoop, transport: Transport, remote: String?
-    ) async throws(EventError) -> PollSubscriber {
+    ) async throws(EventError) -> (PollSubscriber, ticket: UInt64) {
         let key = Self.key(identity, rooms: rooms)
         if let existing = entries.withLock({ entries -> Entry? in
             guard var entry = entries[key] else { return nil }
             entry.activePolls += 1
             entry.lastSeen = .now
             entry.clientGone = false
+            entry.generation += 1
             entries[key] = entry
             return entry
         }) {
             if existing.session.rooms != Set(rooms) { await chat.updateRooms(existing.session, to: rooms) }
-            return existing.subscriber
+            return (existing.subscriber, existing.generation)
         }
         let subscriber = PollSubscriber(nickname: identity.nickname, eventLoop: eventLoop)
         let opened = try await chat.open(identity, subscriber: subscriber, transport: transport, rooms: rooms, cursor: nil, remote: remote)
-        let (winner, loser) = entries.withLock { entries -> (PollSubscriber, Session?) in
+        let (winner, ticket, loser) = entries.withLock { entries -> (PollSubscriber, UInt64, Session?) in
             if var entry = entries[key] {
                 entry.activePolls += 1
+                entry.clientGone = false
+                entry.generation += 1
                 entries[key] = entry
-                return (entry.subscriber, opened.session)
+                return (entry.subscriber, entry.generation, opened.session)
             }
-            entries[key] = Entry(subscriber: subscriber, session: opened.session, activePolls: 1, lastSeen: .now)
-            return (subscriber, nil)
+            let entry = Entry(subscriber: subscriber, session: opened.session, activePolls: 1, lastSeen: .now)
+            entries[key] = entry
+            return (subscriber, entry.generation, nil)
         }
         if let loser { await chat.close(loser) }
-        return winner
+        return (winner, ticket)
     }
 
-    /// Marks one poll of this client finished; `clientGone`: its client went away.
-    func release(_ identity: Identity, rooms: [RoomName], clientGone: Bool = false) {
+    /// Marks the poll with `ticket` finished; `clientGone`: its client went away. The
+    /// grace applies only if no other poll of the session began since this one did:
+    /// another tab of the same session (app and JWT tokens share one), or the client's own
+    /// next poll, keeps the window.
+    func release(_ identity: Identity, rooms: [RoomName], ticket: UInt64, clientGone: Bool = false) {
         let key = Self.key(identity, rooms: rooms)
         entries.withLock { entries in
             guard var entry = entries[key] else { return }
             entry.activePolls -= 1
             entry.lastSeen = .now
-            entry.clientGone = clientGone
+            entry.clientGone = clientGone && ticket == entry.generation
             entries[key] = entry
         }
     }

@@ -22,14 +22,15 @@ struct PollTransport {
             let wait = try request.wait()
             let transport: Transport = callback != nil ? .jsonp : (wait == 0 ? .shortPoll : .longPoll)
             let subscriber: PollSubscriber
+            let ticket: UInt64
             do {
-                subscriber = try await sessions.acquire(identity, rooms: rooms, eventLoop: context.channel.eventLoop, transport: transport,
+                (subscriber, ticket) = try await sessions.acquire(identity, rooms: rooms, eventLoop: context.channel.eventLoop, transport: transport,
                     remote: context.channel.remoteAddress?.ipAddress)
             } catch let error as EventError {
                 throw APIError(error)
             }
             let waiter = PollWaiter(subscriber: subscriber)
-            defer { sessions.release(identity, rooms: rooms, clientGone: waiter.isGone) }
+            defer { sessions.release(identity, rooms: rooms, ticket: ticket, clientGone: waiter.isGone) }
             let (position, events) = try await poll(
                 identity, rooms: rooms, cursor: cursor, wait: wait, subscriber: subscriber, transport: transport,
                 waiter: (waiter, context.channel))

@@ -1175,6 +1175,44 @@ def test_long_poll_client_gone_while_waiting_leaves_after_a_grace(node_factory, 
     run(body(), 60)
 
 
+def test_long_poll_tab_gone_keeps_a_second_tab_of_the_same_session_online(node_factory):
+    """Tokens the app mints (`POST /api/token`) share one session per nickname, so two
+    tabs poll as one session. Tab B's waiting poll goes away after tab A polled during
+    it: A is still there, so the session keeps the 15 s window, not B's 3 s grace."""
+    n = node_factory(node_id="polltabs")
+    room = h.unique_room("tabs")
+
+    async def body():
+        nickname = h.unique_name("ann")
+        with h.http_client() as client:
+            r = client.post(n.url + "/api/token", json={"nickname": nickname, "ttl": 600},
+                            headers={"Authorization": f"Bearer {h.DEFAULT_API_KEY}"})
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+        async with Clients() as c:
+            watcher, _, _ = await c.user(n, h.unique_name("watch"), rooms=[room])
+            await watcher.wait_type("presence", 5, room=room, count=1)
+            tab_a = Poller(token, [room], name="tab-a")
+            try:
+                await tab_a.poll(n, wait=0)
+                await watcher.wait_type("presence", 10, room=room, count=2)
+                await asyncio.sleep(0.5)
+                await tab_a.poll(n, wait=0)
+                mark = len(watcher.events)
+                tab_b = await asyncio.to_thread(
+                    _waiting_poll, n, {"token": token, "rooms": room, "cursor": tab_a.cursor, "wait": "25"})
+                await tab_a.poll(n, wait=0)  # tab A polls while B's poll waits
+                tab_b.close()
+                await asyncio.sleep(7)  # past the grace, inside the window
+                gone = [e for e in watcher.events[mark:] if e.get("type") == "presence" and e.get("room") == room]
+                assert not any(e.get("count") == 1 for e in gone), (
+                    f"tab B's close dropped the session tab A still polls: {watcher.events[mark:]}")
+            finally:
+                await tab_a.close()
+
+    run(body(), 40)
+
+
 def test_idle_long_poll_session_expires_without_crashing_the_node(cluster):
     """No flag shortens the 40 s window: this test waits ~46 s. A client long-polls, one
     poll is answered by a message, then it goes away. When its parked subscriber expires
