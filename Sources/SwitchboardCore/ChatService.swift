@@ -206,13 +206,24 @@ public final class ChatService: Sendable {
         return replies.filter { if case .ack = $0 { false } else { true } }
     }
 
-    /// A transport calls this once it has handed `event`'s replies to the hub (`hub.send`,
-    /// in order with live frames). A `join`'s replies carry a count and a member page read
-    /// before they were written; a recount may have delivered a newer one to the same
-    /// connection in between, which the reply then overrode. The room's next recount
-    /// announces to everyone, after the reply.
-    public func repliesSent(for event: ClientEvent) {
-        if case .join(let room) = event.kind { presence.unsettle(room) }
+    /// A transport calls this once it has handed `event`'s `replies` to the hub
+    /// (`hub.send`, in order with live frames). A `join`'s replies carry a count and a
+    /// member page read before they were written; a recount may have delivered a newer
+    /// one to the same connection in between, which the reply then overrode. When the
+    /// reply differs from what the node last announced, the room's next recount announces
+    /// to everyone, after the reply.
+    public func repliesSent(_ replies: [ServerEvent], for event: ClientEvent) {
+        guard case .join(let room) = event.kind else { return }
+        var count: Int?
+        var page: PresencePage?
+        for reply in replies {
+            switch reply {
+            case .presence(room, let told): count = told
+            case .members(_, room, let told): page = told
+            default: break
+            }
+        }
+        if let count { presence.replied(room, count: count, page: page) }
     }
 
     private func handleAll(_ event: ClientEvent, from session: Session) async -> [ServerEvent] {

@@ -149,6 +149,19 @@ final class PresenceTracker: Sendable {
         }
     }
 
+    /// A reply carrying `count` (and `page`, when the room's list is pushed) for `room` was
+    /// written to a connection. If the record says otherwise, a recount may have delivered
+    /// the record's value first and the reply overrode it: `unsettle`. If it agrees, the
+    /// connection holds what everyone holds, and nothing more is sent.
+    func replied(_ room: RoomName, count: Int, page: PresencePage?) {
+        let stale = state.withLock { state -> Bool in
+            if state.lastSent[room] != count { return true }
+            guard let page, Self.pushesMembers(count: page.total, configuration: configuration) else { return false }
+            return state.lastPage[room] != page
+        }
+        if stale { unsettle(room) }
+    }
+
     func markDirty(_ room: RoomName) {
         state.withLock { _ = $0.dirty.insert(room) }
     }

@@ -193,7 +193,7 @@ final class NativeWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
                     let handler = me.value
                     handler.busy = false
                     handler.reply(replies, counted: false)
-                    chat.repliesSent(for: event)
+                    chat.repliesSent(replies, for: event)
                     handler.handleNext(eventLoop: eventLoop)
                 }
             }

@@ -283,7 +283,8 @@ final class SocketIOChatWorker: Sendable {
     @discardableResult
     private func handle(_ event: ClientEvent, _ socket: SocketIOSocket, name: String, ackID: Int?, member: Member) async -> MessageID? {
         var accepted: MessageID?
-        for reply in await chat.handle(event, from: member.session) {
+        let replies = await chat.handle(event, from: member.session)
+        for reply in replies {
             switch reply {
             case .ack(_, let id):
                 accepted = id ?? .zero
@@ -294,7 +295,7 @@ final class SocketIOChatWorker: Sendable {
                 chat.hub.send(reply, to: member.subscriber)
             }
         }
-        chat.repliesSent(for: event)
+        chat.repliesSent(replies, for: event)
         return accepted
     }
 
