@@ -58,8 +58,11 @@ def start_engine(timings: dict[str, float]) -> str:
     # that dies right after that check (another run on the machine that ended and took its
     # process group with it) left the socket refusing. Up to three tries, each checked by
     # a ping of the API.
+    stop_service_without_cwd(script)
     for attempt in range(3):
-        result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        # From "/": the API service it may start keeps its working directory for life, and
+        # a checkout's directory can be removed while the service lives on.
+        result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, cwd="/")
         if result.returncode != 0:
             pytest.fail(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
                         pytrace=False)
@@ -72,6 +75,20 @@ def start_engine(timings: dict[str, float]) -> str:
             return host
         time.sleep(1)
     pytest.fail(f"the container engine's API at {host} does not answer after {script} (3 tries)", pytrace=False)
+
+
+def stop_service_without_cwd(script: Path) -> None:
+    """Stops (`setup.sh stop`) an API service whose working directory was deleted: it
+    still answers pings, but every container it starts fails ("conmon: Failed to get
+    working directory" → "write child: broken pipe"). It happened after the checkout that
+    had started the service was removed; the script then starts a fresh one."""
+    pid_file = Path(os.environ.get("CONTAINERS_STATE", "/tmp/sb-containers")) / "service.pid"
+    try:
+        cwd = os.readlink(f"/proc/{int(pid_file.read_text().strip())}/cwd")
+    except (OSError, ValueError):
+        return
+    if cwd.endswith(" (deleted)"):
+        subprocess.run(["bash", str(script), "stop"], capture_output=True, text=True, timeout=60, cwd="/")
 
 
 def engine_answers(docker_host: str) -> bool:
