@@ -323,8 +323,15 @@ def test_master_killed_under_traffic_loses_no_acked_message(cluster: RedisCluste
         try:
             await acks_grow(20, 30, "traffic before the kill")
             # The busy room's channel, and the master that holds it.
-            services = await asyncio.to_thread(cluster.node_ids, REDIS)
-            masters = await asyncio.to_thread(cluster.masters, "redis-1")
+            # Each master as a container. One clean run under a CPU hog once found a master
+            # id in redis-1's view that no container answered to `cluster myid`: read both
+            # again until they agree, and say what each said if they never do.
+            def mapped() -> Optional[tuple[dict[str, str], list[dict]]]:
+                ids, listed = cluster.node_ids(REDIS), cluster.masters("redis-1")
+                if len(listed) == 3 and all(m["id"] in ids for m in listed):
+                    return ids, listed
+                raise AssertionError(f"containers' ids {ids}; redis-1's masters {[m['id'] for m in listed]}")
+            services, masters = await asyncio.to_thread(wait_until, "every master is a container", mapped, 30)
             victim = None
             for master in masters:
                 listed = (await asyncio.to_thread(cluster.redis_cli, services[master["id"]], "pubsub",
