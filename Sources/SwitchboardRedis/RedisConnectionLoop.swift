@@ -175,8 +175,11 @@ final class RedisConnectionLoop {
         guard let context else { return "not connected" }
         let fd = context.pointee.fd
         while true {
-            guard let requests = connection.takeQueue() else { return "broker stopped" }
+            // The drop first: requests taken from the queue are sent (and so answered or
+            // failed with the connection); taken and then abandoned for a drop, their
+            // callers would wait for ever.
             if let reason = connection.takeDropReason() { return reason }
+            guard let requests = connection.takeQueue() else { return "broker stopped" }
             if !requests.isEmpty {
                 let now = ContinuousClock.now
                 for request in requests {
