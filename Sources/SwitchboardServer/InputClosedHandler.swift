@@ -49,47 +49,61 @@ final class PollWaiter: Sendable {
     }
 }
 
-/// The waiting long-polls by channel (one request at a time per HTTP/1.1 connection).
+/// What is open on a channel, by channel: at most one at a time (an HTTP/1.1 connection
+/// serves one request at a time). Shared by streamed responses and waiting long-polls.
+final class ChannelRegistry<Entry: AnyObject & Sendable>: Sendable {
+    private let entries = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
+
+    func register(_ entry: Entry, on channel: any Channel) {
+        entries.withLockedValue { $0[ObjectIdentifier(channel)] = entry }
+    }
+
+    /// Removes `entry`, unless another one took its channel since.
+    func unregister(_ entry: Entry, on channel: any Channel) {
+        entries.withLockedValue { entries in
+            let key = ObjectIdentifier(channel)
+            if entries[key] === entry { entries[key] = nil }
+        }
+    }
+
+    func entry(on channel: any Channel) -> Entry? {
+        entries.withLockedValue { $0[ObjectIdentifier(channel)] }
+    }
+}
+
+/// The waiting long-polls by channel.
 enum PollWaiters {
-    private static let waiters = NIOLockedValueBox<[ObjectIdentifier: PollWaiter]>([:])
+    private static let waiters = ChannelRegistry<PollWaiter>()
 
     /// Registers `waiter` for the wait on `channel`; a channel already closed counts as gone.
     static func register(_ waiter: PollWaiter, on channel: any Channel) {
-        waiters.withLockedValue { $0[ObjectIdentifier(channel)] = waiter }
+        waiters.register(waiter, on: channel)
         if !channel.isActive { waiter.clientGone() }
     }
 
     static func unregister(_ waiter: PollWaiter, on channel: any Channel) {
-        waiters.withLockedValue { waiters in
-            let key = ObjectIdentifier(channel)
-            if waiters[key] === waiter { waiters[key] = nil }
-        }
+        waiters.unregister(waiter, on: channel)
     }
 
     static func clientGone(on channel: any Channel) {
-        let waiter = waiters.withLockedValue { $0[ObjectIdentifier(channel)] }
-        waiter?.clientGone()
+        waiters.entry(on: channel)?.clientGone()
     }
 }
 
 /// The open streamed responses by channel.
 enum StreamRegistry {
-    private static let streams = NIOLockedValueBox<[ObjectIdentifier: HTTPStreamConnection]>([:])
+    private static let streams = ChannelRegistry<HTTPStreamConnection>()
 
     static func register(_ connection: HTTPStreamConnection) {
-        streams.withLockedValue { $0[ObjectIdentifier(connection.channel)] = connection }
+        streams.register(connection, on: connection.channel)
     }
 
     static func unregister(_ connection: HTTPStreamConnection) {
-        streams.withLockedValue { streams in
-            let key = ObjectIdentifier(connection.channel)
-            if streams[key] === connection { streams[key] = nil }
-        }
+        streams.unregister(connection, on: connection.channel)
     }
 
     static func inputClosed(on channel: any Channel) {
-        let connection = streams.withLockedValue { $0[ObjectIdentifier(channel)] }
-        connection?.clientGone()
+        streams.entry(on: channel)?.clientGone()
     }
 }
 
