@@ -103,6 +103,7 @@ import Glibc
         for round in 1...8 {
             try await dropRound(broker, round: round)
         }
+        await pool.shutdownAll()
     }
 
     func dropRound(_ broker: RedisBroker, round: Int) async throws {

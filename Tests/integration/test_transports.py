@@ -994,11 +994,24 @@ def test_sse_and_iframe_keep_alive_within_15s(cluster):
     run(body(), 40)
 
 
-def _raw_stream(node: h.SwitchboardNode, path: str, query: dict) -> socket.socket:
-    """A bare socket that sent `GET path?query` and read until the welcome arrived."""
+def _raw_get(node: h.SwitchboardNode, path: str, query: dict) -> socket.socket:
+    """A bare socket that sent `GET path?query` (nothing read yet)."""
     s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
     target = path + "?" + httpx.QueryParams(query).__str__()
     s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\nAccept: */*\r\n\r\n".encode())
+    return s
+
+
+def _go_away(sock: socket.socket, how: str) -> None:
+    """Closes `sock` with a FIN ("close") or an RST ("reset")."""
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _raw_stream(node: h.SwitchboardNode, path: str, query: dict) -> socket.socket:
+    """A bare socket that sent `GET path?query` and read until the welcome arrived."""
+    s = _raw_get(node, path, query)
     data = b""
     deadline = time.monotonic() + 10
     while b"welcome" not in data:
@@ -1042,9 +1055,7 @@ def test_gone_stream_client_frees_its_resources(node_factory, transport, how):
                 except (socket.timeout, BlockingIOError):
                     pass
             finally:
-                if how == "reset":
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
+                _go_away(sock, how)
             t0 = time.monotonic()
             # Wait long enough to tell "never" from "only at the next keep-alive write (15 s)".
             await wait_until(lambda: h.cluster_connections(n).get(transport, 0) == 0, 20,
@@ -1107,9 +1118,7 @@ def test_polling_client_counts_in_presence_until_its_window_passes(cluster):
 
 def _waiting_poll(node: h.SwitchboardNode, query: dict) -> socket.socket:
     """A bare socket that sent a long-poll `GET /poll?…&wait=25` and got no answer yet."""
-    s = socket.create_connection(("127.0.0.1", node.port), timeout=10)
-    target = "/poll?" + httpx.QueryParams(query).__str__()
-    s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\nAccept: */*\r\n\r\n".encode())
+    s = _raw_get(node, "/poll", query)
     s.settimeout(1.0)
     try:
         early = s.recv(65536)
@@ -1146,22 +1155,17 @@ def test_long_poll_client_gone_while_waiting_leaves_after_a_grace(node_factory, 
 
                 query = {"token": bob["token"], "rooms": room, "cursor": poller.cursor, "wait": "25"}
 
-                def go_away(sock: socket.socket) -> None:
-                    if how == "reset":
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.close()
-
                 # Gone, and polling again at once, three times: still online.
                 sock = await asyncio.to_thread(_waiting_poll, n, query)
                 for _ in range(3):
-                    go_away(sock)
+                    _go_away(sock, how)
                     sock = await asyncio.to_thread(_waiting_poll, n, query)
                     await asyncio.sleep(1)
                 await asyncio.sleep(4)
                 assert not dropped(), f"a client that polled again at once dropped out: {watcher.events[mark:]}"
 
                 # Gone for good while the poll waits.
-                go_away(sock)
+                _go_away(sock, how)
                 t0 = time.monotonic()
                 await wait_until(dropped, 15, f"presence back to 1 after the long-poller went away ({how})",
                                  interval=0.1)
